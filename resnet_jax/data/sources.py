@@ -1,0 +1,278 @@
+"""In-memory CIFAR-sized data sources: tfds, image folders and synthetic data.
+
+`load_dataset(config)` returns every split as uint8 arrays held in host memory;
+the train loop moves batches to the device and augments them there
+(`resnet_jax.data.augment`). The optional validation split follows He et al.
+2015, sec. 4.2 ("45k/5k train/val split"): it is carved out of the training set
+by a fixed permutation that does not depend on the run's seed, so every run of
+a study is validated on the same examples.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import dataclasses
+import os
+import pathlib
+from collections.abc import Sequence
+
+import numpy as np
+import tensorflow_datasets as tfds
+from PIL import Image
+from tensorflow_datasets.core.download.download_manager import NonMatchingChecksumError
+
+TFDS_DATASETS = ('cifar10', 'cifar100')
+DATASETS = TFDS_DATASETS + ('image_folder', 'synthetic')
+IMAGE_FOLDER_SPLITS = ('train', 'test')
+VAL_SPLIT_KEY = 2015  # fixed seed of the train/val permutation (never the run's seed)
+SYNTHETIC_KEY = 2016  # fixed seed of the synthetic images and labels
+DEFAULT_NUM_CLASSES = 10
+TFDS_READ_BATCH = 4096
+DECODE_CHUNK = 256
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class Split:
+  """Examples of one split: images uint8 [N, H, W, C], labels int32 [N]."""
+
+  images: np.ndarray
+  labels: np.ndarray
+
+  def __len__(self) -> int:
+    return len(self.labels)
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class Dataset:
+  """All splits of a data set held in host memory; `val` is None without a split."""
+
+  train: Split
+  val: Split | None
+  test: Split
+  num_classes: int
+  class_names: tuple[str, ...]
+
+
+def load_dataset(config) -> Dataset:
+  """Loads `config.dataset` into memory and carves out `config.val_split` examples.
+
+  Config fields read: dataset, data_dir, val_split (0 = no validation split),
+  tfds_manual_dir (cifar10/cifar100), synthetic_size, image_size, num_classes
+  (synthetic).
+  """
+  name = config.dataset
+  if name not in DATASETS:
+    raise ValueError(f'dataset={name!r} is not an in-memory source; choose one of {DATASETS}')
+  if name in TFDS_DATASETS:
+    dataset = _load_tfds(name, config.get('data_dir', ''), config.get('tfds_manual_dir', ''))
+  elif name == 'image_folder':
+    dataset = load_image_folder(config.get('data_dir', ''))
+  else:
+    dataset = synthetic_dataset(
+        config.get('synthetic_size', 1024),
+        config.get('image_size', 32),
+        config.get('num_classes', None) or DEFAULT_NUM_CLASSES,
+    )
+  return split_validation(dataset, config.get('val_split', 0))
+
+
+def split_validation(dataset: Dataset, val_split: int) -> Dataset:
+  """Moves the last `val_split` examples of a fixed permutation of train to val.
+
+  The permutation is seeded with VAL_SPLIT_KEY, never with the run's seed, so the
+  validation set is the same for every run; both parts keep the original order.
+  """
+  num_train = len(dataset.train)
+  if val_split < 0 or val_split >= num_train:
+    raise ValueError(
+        f'val_split={val_split} must be in [0, {num_train}) (the train split has '
+        f'{num_train} examples); set val_split=0 for no validation split')
+  if val_split == 0:
+    return dataset
+  permutation = np.random.default_rng(VAL_SPLIT_KEY).permutation(num_train)
+  train_idx = np.sort(permutation[:-val_split])
+  val_idx = np.sort(permutation[-val_split:])
+  return dataclasses.replace(
+      dataset, train=_take(dataset.train, train_idx), val=_take(dataset.train, val_idx))
+
+
+def _take(split: Split, indices: np.ndarray) -> Split:
+  return Split(images=split.images[indices], labels=split.labels[indices])
+
+
+# --- tensorflow-datasets --------------------------------------------------------------
+
+
+def _load_tfds(name: str, data_dir: str, manual_dir: str) -> Dataset:
+  """Prepares `name` with tfds and reads both splits whole.
+
+  Offline copies follow tfds' documented manual download: put the official
+  archive (e.g. cifar-10-binary.tar.gz from www.cs.toronto.edu/~kriz) in
+  `manual_dir`; it is passed as `tfds.download.DownloadConfig(manual_dir=...)`
+  and tfds uses it instead of downloading (after checking its checksum).
+  """
+  builder = tfds.builder(name, data_dir=data_dir or None)
+  if manual_dir and not builder.is_prepared():
+    _check_manual_dir(builder, manual_dir)
+  download_config = tfds.download.DownloadConfig(manual_dir=manual_dir or None)
+  try:
+    builder.download_and_prepare(download_config=download_config)
+  except NonMatchingChecksumError as error:
+    raise ValueError(
+        f'{name}: an archive in tfds_manual_dir={manual_dir!r} is not the official one '
+        '(wrong checksum); download it again') from error
+  label = builder.info.features['label']
+  return Dataset(
+      train=_read_tfds_split(builder, 'train'),
+      val=None,
+      test=_read_tfds_split(builder, 'test'),
+      num_classes=label.num_classes,
+      class_names=tuple(label.names),
+  )
+
+
+def _check_manual_dir(builder, manual_dir: str) -> None:
+  """One-line error when `manual_dir` lacks the archives tfds will look for there."""
+  if not os.path.isdir(manual_dir):
+    raise ValueError(f'tfds_manual_dir={manual_dir!r} is not a directory')
+  for url, info in (builder.url_infos or {}).items():
+    if info.filename and not os.path.exists(os.path.join(manual_dir, info.filename)):
+      raise ValueError(
+          f'tfds_manual_dir={manual_dir!r} has no {info.filename}; put the official '
+          f'archive from {url} there')
+
+
+def _read_tfds_split(builder, split: str) -> Split:
+  batches = list(tfds.as_numpy(builder.as_dataset(split=split, batch_size=TFDS_READ_BATCH)))
+  return Split(
+      images=np.concatenate([b['image'] for b in batches]).astype(np.uint8),
+      labels=np.concatenate([b['label'] for b in batches]).astype(np.int32),
+  )
+
+
+# --- image folders ------------------------------------------------------------------
+
+
+def load_image_folder(data_dir: str, num_workers: int | None = None) -> Dataset:
+  """Reads data_dir/{train,test}/<class>/<image> into memory.
+
+  Classes are the sorted sub-folder names of train/ (label = position in that
+  order); files are taken in sorted order within a class; names starting with
+  '.' are skipped. Any format Pillow reads works; grey-scale, palette and RGBA
+  images are converted to RGB (alpha dropped). All images must share one size.
+  Files are decoded by a thread pool of `num_workers` threads (default: the
+  CPU count; Pillow releases the GIL while decoding).
+  """
+  listings = {split: _list_split(data_dir, split) for split in IMAGE_FOLDER_SPLITS}
+  class_names = tuple(listings['train'])
+  if set(listings['test']) != set(class_names):
+    only_train = sorted(set(class_names) - set(listings['test']))
+    only_test = sorted(set(listings['test']) - set(class_names))
+    raise ValueError(
+        f'train/ and test/ of {data_dir} have different classes: only in train {only_train}, '
+        f'only in test {only_test}')
+  first = listings['train'][class_names[0]][0]
+  size = _image_size(first)
+  splits = {
+      split: _decode_split(listings[split], class_names, first, size, num_workers)
+      for split in IMAGE_FOLDER_SPLITS
+  }
+  return Dataset(
+      train=splits['train'], val=None, test=splits['test'],
+      num_classes=len(class_names), class_names=class_names)
+
+
+def _list_split(data_dir: str, split: str) -> dict[str, list[pathlib.Path]]:
+  """Sorted class name -> sorted image paths of data_dir/split, with layout checks."""
+  layout = 'expected data_dir/{train,test}/<class>/<image files>'
+  root = pathlib.Path(data_dir) / split
+  if not data_dir or not root.is_dir():
+    raise ValueError(f'image_folder: {root} is not a directory; {layout}')
+  classes = sorted(p.name for p in root.iterdir() if p.is_dir() and not p.name.startswith('.'))
+  if not classes:
+    raise ValueError(f'image_folder: {root} has no class folders; {layout}')
+  listing = {}
+  for name in classes:
+    files = sorted(p for p in (root / name).iterdir() if p.is_file() and not p.name.startswith('.'))
+    if not files:
+      raise ValueError(f'image_folder: class folder {root / name} has no files; {layout}')
+    listing[name] = files
+  return listing
+
+
+def _decode_split(
+    listing: dict[str, list[pathlib.Path]],
+    class_names: Sequence[str],
+    first: pathlib.Path,
+    size: tuple[int, int],
+    num_workers: int | None,
+) -> Split:
+  """Decodes the listed images (all of `size`, like `first`) in parallel, in file order."""
+  paths = [path for name in class_names for path in listing[name]]
+  labels = np.repeat(np.arange(len(class_names), dtype=np.int32),
+                     [len(listing[name]) for name in class_names])
+  images = np.empty((len(paths), size[1], size[0], 3), np.uint8)
+  chunks = range(0, len(paths), DECODE_CHUNK)
+  with concurrent.futures.ThreadPoolExecutor(num_workers or os.cpu_count()) as pool:
+    futures = [pool.submit(_decode_chunk, paths, images, start, first) for start in chunks]
+    try:
+      for future in futures:  # in file order, so the first bad file is reported
+        future.result()
+    finally:
+      for future in futures:
+        future.cancel()
+  return Split(images=images, labels=labels)
+
+
+def _image_size(path: pathlib.Path) -> tuple[int, int]:
+  try:
+    with Image.open(path) as image:
+      return image.size
+  except (OSError, ValueError) as error:
+    raise ValueError(f'image_folder: cannot read image {path}: {_one_line(error)}') from None
+
+
+def _decode_chunk(
+    paths: Sequence[pathlib.Path], images: np.ndarray, start: int, first: pathlib.Path) -> None:
+  """Decodes paths[start:start + DECODE_CHUNK] as RGB into the matching rows of images."""
+  height, width = images.shape[1:3]
+  for i in range(start, min(start + DECODE_CHUNK, len(paths))):
+    try:
+      with Image.open(paths[i]) as image:
+        if image.size != (width, height):
+          raise ValueError(
+              f'image_folder: {paths[i]} is {image.size[0]}x{image.size[1]} but the first '
+              f'image {first} is {width}x{height}; resize all images to one size')
+        images[i] = np.asarray(image if image.mode == 'RGB' else image.convert('RGB'))
+    except OSError as error:
+      raise ValueError(f'image_folder: cannot read image {paths[i]}: {_one_line(error)}') from None
+
+
+def _one_line(error: Exception) -> str:
+  return ' '.join(str(error).split())
+
+
+# --- synthetic ----------------------------------------------------------------------
+
+
+def synthetic_dataset(num_examples: int, image_size: int, num_classes: int) -> Dataset:
+  """Deterministic random uint8 images and labels for benchmarks and smoke runs.
+
+  Train has `num_examples` examples, test num_examples // 5 (at least 1, the
+  CIFAR train:test ratio); the data depend on nothing but the arguments.
+  """
+  if num_examples < 1 or image_size < 1 or num_classes < 2:
+    raise ValueError(
+        f'synthetic data needs synthetic_size >= 1, image_size >= 1 and num_classes >= 2; got '
+        f'{num_examples}, {image_size}, {num_classes}')
+  rng = np.random.default_rng(SYNTHETIC_KEY)
+
+  def split(n: int) -> Split:
+    return Split(
+        images=rng.integers(0, 256, (n, image_size, image_size, 3), dtype=np.uint8),
+        labels=rng.integers(0, num_classes, n, dtype=np.int32))
+
+  train = split(num_examples)
+  test = split(max(1, num_examples // 5))
+  return Dataset(train=train, val=None, test=test, num_classes=num_classes,
+                 class_names=tuple(str(i) for i in range(num_classes)))
