@@ -1,0 +1,5 @@
+"""Plain, residual, highway and pre-activation networks of He et al. 2015 / 2016."""
+
+from resnet_jax.models.registry import MODEL_NAMES, get_model, input_size, parse_name
+
+__all__ = ['MODEL_NAMES', 'get_model', 'input_size', 'parse_name']

@@ -1,0 +1,92 @@
+"""One registry for every network: get_model(name), input_size(name), MODEL_NAMES.
+
+Names (He 2015 = "Deep Residual Learning", He 2016 = "Identity Mappings"):
+
+CIFAR family (32x32 inputs, 10 classes by default; He 2015 sec. 4.2), depth 6n+2, any n >= 1:
+  plain{6n+2}      plain network, no shortcuts
+  resnet{6n+2}     residual network, option A shortcuts (identity, zero padding), the paper's
+  resnet{6n+2}_b   option B: projections only where the shape changes
+  resnet{6n+2}_c   option C: projections on every block
+  highway{6n+2}    highway network (Srivastava et al. 2015), gated option A shortcuts
+  resnet{N}_v2     pre-activation network (He 2016). Depth < 164: basic units, N = 6n+2
+                   (resnet110_v2); depth >= 164: bottleneck units, N = 9n+2 (resnet164_v2,
+                   resnet1001_v2), as He 2016 Table 4. Option B shortcuts.
+ImageNet family (224x224 inputs, 1000 classes by default; He 2015 Table 1), option B shortcuts:
+  resnet{18,34,50,101,152}        v1 as the paper (bottleneck stride on the first 1x1)
+  resnet{18,34,50,101,152}_v1_5   stride on the 3x3 (torchvision); 18 and 34 equal v1
+  resnet{18,34,50,101,152}_v2     pre-activation (He 2016)
+  plain18, plain34                plain baselines (Table 2, Fig. 4)
+
+ImageNet names take precedence: resnet50, resnet152, resnet50_v2 and resnet152_v2 are ImageNet
+networks even though 50 and 152 are 6n+2; every other name (plain50, resnet50_b, ...) is CIFAR.
+"""
+
+import re
+from typing import Any, NamedTuple
+
+import flax.linen as nn
+import jax.numpy as jnp
+
+from resnet_jax.models import cifar, imagenet
+
+MODEL_NAMES = (
+    'plain20', 'plain32', 'plain44', 'plain56', 'plain110',
+    'resnet20', 'resnet32', 'resnet44', 'resnet56', 'resnet110', 'resnet1202',
+    'resnet56_b', 'resnet56_c', 'highway20', 'highway56',
+    'resnet110_v2', 'resnet164_v2', 'resnet1001_v2',
+    'plain18', 'plain34', 'resnet18', 'resnet34', 'resnet50', 'resnet101', 'resnet152',
+    'resnet50_v1_5', 'resnet101_v1_5', 'resnet152_v1_5', 'resnet50_v2', 'resnet101_v2',
+    'resnet152_v2',
+)
+FORMS = ('valid names: CIFAR plain{6n+2}, resnet{6n+2}, resnet{6n+2}_b, resnet{6n+2}_c, '
+         'highway{6n+2}, resnet{6n+2}_v2 (depth < 164), resnet{9n+2}_v2 (depth >= 164), n >= 1; '
+         'ImageNet resnet{18,34,50,101,152}[_v1_5|_v2], plain18, plain34 '
+         f'(ImageNet first: resnet50 is ImageNet); e.g. {", ".join(MODEL_NAMES[:12])}')
+_NAME = re.compile(r'(plain|resnet|highway)([1-9][0-9]*)(_v1_5|_v2|_b|_c)?')
+
+
+class ModelSpec(NamedTuple):
+  family: str  # 'cifar' | 'imagenet'
+  variant: str  # a key of cifar.VARIANTS or imagenet.VARIANTS
+  depth: int
+
+
+def parse_name(name: str) -> ModelSpec:
+  """The family, variant and depth a model name means; one-line ValueError if it means none."""
+  match = _NAME.fullmatch(name) if isinstance(name, str) else None
+  if match is None:
+    raise ValueError(f'unknown model {name!r}; {FORMS}')
+  prefix, depth, suffix = match.groups()
+  variant, depth = prefix + (suffix or ''), int(depth)
+  if imagenet.is_imagenet(depth, variant):
+    return ModelSpec('imagenet', variant, depth)
+  if variant not in cifar.VARIANTS:
+    raise ValueError(f'unknown model {name!r}: no such variant at depth {depth}; {FORMS}')
+  try:
+    cifar.blocks_per_stage(depth, variant)
+  except ValueError as error:
+    raise ValueError(f'impossible model {name!r}: {error}; {FORMS}') from None
+  return ModelSpec('cifar', variant, depth)
+
+
+def input_size(name: str) -> int:
+  """Image side the network is built for: 32 (CIFAR family) or 224 (ImageNet family)."""
+  return 224 if parse_name(name).family == 'imagenet' else 32
+
+
+def get_model(name: str, num_classes: int | None = None, dtype: Any = jnp.float32,
+              zero_init_residual: bool = False) -> nn.Module:
+  """The flax module `name` (see the module docstring), called as
+  `model.apply(variables, x, train=...)` with x float NHWC; logits come back in `dtype`.
+
+  num_classes None means 10 (CIFAR) or 1000 (ImageNet). zero_init_residual zero-initialises the
+  last BN scale of every residual branch (off in the papers).
+  """
+  spec = parse_name(name)
+  if num_classes is None:
+    num_classes = 1000 if spec.family == 'imagenet' else 10
+  if not isinstance(num_classes, int) or isinstance(num_classes, bool) or num_classes < 1:
+    raise ValueError(f'num_classes must be a positive int, got {num_classes!r}')
+  build = imagenet.imagenet_resnet if spec.family == 'imagenet' else cifar.cifar_resnet
+  return build(spec.depth, spec.variant, num_classes=num_classes, dtype=dtype,
+               zero_init_residual=zero_init_residual)
