@@ -1,0 +1,449 @@
+"""Streaming tf.data input pipeline for ImageNet-sized data that does not fit in memory.
+
+Sources (config.dataset):
+  'imagenet2012'         tfds imagenet2012 from its manual download: ILSVRC2012_img_train.tar
+                         and ILSVRC2012_img_val.tar in config.tfds_manual_dir (default, as tfds
+                         documents: <data_dir>/downloads/manual). The first single-process run
+                         prepares it.
+  'imagenette'           tfds imagenette/320px-v2 (10 ImageNet classes; tfds downloads it).
+  'image_folder_stream'  config.data_dir/train/<class>/* and config.data_dir/{val|test}/<class>/*;
+                         the classes are the sorted folder names under train/.
+Every source is evaluated on the split named 'test': for the tfds sources that is their
+'validation' split (ImageNet's 50,000 images, the set of He 2015 Tables 2-4).
+
+Preprocessing. Each crop is decoded straight from the JPEG (decode_and_crop_jpeg), then resized
+(bilinear, antialiased) to config.image_size:
+  train, augmentation='paper' (He 2015 sec. 3.4): the shorter side resized to S ~ U[256, 480]
+      (config.scale_range), a random 224 x 224 crop, a random horizontal flip, and the colour
+      augmentation of AlexNet [21] (PCA lighting noise, config.pca_lighting_std; 0 skips it).
+      Resizing to shorter side S and cropping 224 equals cropping a square of side
+      224 * shorter / S from the original and resizing it to 224, which is what is done here.
+  train, augmentation='inception' (v1.5 recipes): a random crop of 8%-100% of the area with
+      aspect ratio in [3/4, 4/3], resized to 224, a random flip; when 10 attempts find no such
+      crop, the evaluation crop.
+  evaluation: the shorter side resized to 256 (config.eval_resize_size), the centre 224 crop.
+  config.augment=False trains on the evaluation crop.
+  Normalisation: 'per_pixel_mean' subtracts MEAN_RGB (the paper subtracts the per-pixel mean
+  image; over ImageNet that image is nearly flat, so the standard per-channel mean stands in for
+  it); 'per_channel' also divides by STDDEV_RGB. Images come out float32, or bfloat16 when
+  config.half_precision (cast in the pipeline, so half the bytes travel to the device).
+
+Sharding and order. Each process reads only its shard: tfds.split_for_jax_process for tfds,
+every process_count-th file for folders. Training shards drop the remainder so that all
+processes hold the same number of examples; an epoch is steps_per_epoch = shard // local batch
+batches (the remainder of each epoch is dropped). Epoch e is shuffled with a seed drawn from
+(config.seed, e): tfds files are shuffled and then passed through a buffer of
+config.shuffle_buffer_size records, a folder's file list is shuffled whole. Augmentation draws
+stateless random numbers from (epoch seed, position in epoch). So train_iter(k) skips to step k
+and yields the batches an uninterrupted run yields from step k: bitwise the same with the same
+files, TensorFlow build and CPU (JPEG decoding and resizing are deterministic there), not
+across TensorFlow versions or machines whose kernels round differently. Skipping into an epoch
+costs reading (tfds) or listing (folders) its skipped part, without decoding. Each epoch
+starts a fresh pipeline, which first fills its prefetch and shuffle buffers.
+Evaluation reads every example of a split exactly once across processes; every process yields
+the same number of batches, the last padded with examples whose mask is False.
+"""
+
+import dataclasses
+import functools
+import itertools
+import math
+import os
+from collections.abc import Callable, Iterator
+
+import jax
+import ml_collections
+import numpy as np
+import tensorflow as tf
+import tensorflow_datasets as tfds
+
+# ImageNet statistics of RGB in [0, 255] (the constants of torchvision and fb.resnet.torch).
+MEAN_RGB = (0.485 * 255, 0.456 * 255, 0.406 * 255)
+STDDEV_RGB = (0.229 * 255, 0.224 * 255, 0.225 * 255)
+# Principal components of ImageNet RGB in [0, 1], for the colour augmentation of AlexNet [21]
+# (the values fb.resnet.torch uses); eigenvectors are the columns.
+PCA_EIGVAL = (0.2175, 0.0188, 0.0045)
+PCA_EIGVEC = ((-0.5675, 0.7192, 0.4009),
+              (-0.5808, -0.0045, -0.8140),
+              (-0.5836, -0.6948, 0.4203))
+INCEPTION_AREA = (0.08, 1.0)
+INCEPTION_ASPECT = (3 / 4, 4 / 3)
+ILSVRC_TARS = ('ILSVRC2012_img_train.tar', 'ILSVRC2012_img_val.tar')
+TFDS_NAMES = {'imagenet2012': 'imagenet2012', 'imagenette': 'imagenette/320px-v2'}
+DATASETS = (*TFDS_NAMES, 'image_folder_stream')
+AUGMENTATIONS = ('paper', 'inception')
+NORMALIZATIONS = ('per_pixel_mean', 'per_channel')
+# The accurate inverse DCT, as PIL (and so torchvision) decodes; TensorFlow's default fast one
+# darkens red and blue by about one level.
+JPEG_DCT = 'INTEGER_ACCURATE'
+IMAGE_EXTENSIONS = ('.jpg', '.jpeg', '.png', '.bmp', '.gif')
+EVAL_SPLITS = ('test',)
+CONFIG_FIELDS = ('dataset', 'data_dir', 'tfds_manual_dir', 'val_split', 'batch_size',
+                 'eval_batch_size', 'seed', 'half_precision', 'normalization', 'augment',
+                 'augmentation', 'image_size', 'scale_range', 'eval_resize_size',
+                 'pca_lighting_std', 'shuffle_buffer_size')
+
+
+@dataclasses.dataclass(frozen=True)
+class _Shard:
+  """This process's part of one split: `size` (key, label) pairs, where `read(key)` gives the
+  encoded image (the JPEG bytes themselves for tfds, a file path for folders).
+  `dataset(seed)` lists them shuffled by `seed`, or in stored order for None."""
+  size: int
+  dataset: Callable[[int | None], tf.data.Dataset]
+  read: Callable[[tf.Tensor], tf.Tensor]
+
+
+@dataclasses.dataclass(frozen=True)
+class _Source:
+  train: _Shard
+  test: _Shard
+  num_test_examples: int
+  class_names: tuple[str, ...]
+  num_train_examples: int
+
+
+@dataclasses.dataclass(frozen=True)
+class StreamingData:
+  """Per-process batches of a streaming source; see the module docstring for what they hold."""
+  num_classes: int
+  class_names: tuple[str, ...]
+  num_train_examples: int
+  eval_splits: tuple[str, ...]
+  image_size: int
+  steps_per_epoch: int
+  num_eval_batches: dict[str, int]
+  source: _Source
+  config: ml_collections.ConfigDict
+  batch_size: int
+  eval_batch_size: int
+
+  def train_iter(self, start_step: int = 0) -> Iterator[dict[str, np.ndarray]]:
+    """Endless batches {'image' [B,H,W,C], 'label' int32 [B]} from train step `start_step` on."""
+    if start_step < 0:
+      raise ValueError(f'start_step must be >= 0, got {start_step}')
+    return self._train_batches(start_step)
+
+  def eval_iter(self, split: str = 'test') -> Iterator[dict[str, np.ndarray]]:
+    """One pass over `split`: {'image', 'label', 'mask' bool [B]}, padded to whole batches."""
+    if split not in self.eval_splits:
+      raise ValueError(f'unknown eval split {split!r}; choose from {self.eval_splits}')
+    shard, size = self.source.test, self.image_size
+    dtype = _output_dtype(self.config)
+
+    def example(key, label):
+      image = _eval_image(shard.read(key), self.config)
+      return {'image': image, 'label': tf.cast(label, tf.int32), 'mask': True}
+
+    padding = {'image': tf.zeros([size, size, 3], dtype), 'label': 0, 'mask': False}
+    ds = shard.dataset(None).map(example, num_parallel_calls=tf.data.AUTOTUNE)
+    ds = ds.concatenate(tf.data.Dataset.from_tensors(padding).repeat())
+    ds = ds.take(self.num_eval_batches[split] * self.eval_batch_size)
+    return _finish(ds, self.eval_batch_size).as_numpy_iterator()
+
+  def _train_batches(self, start_step: int) -> Iterator[dict[str, np.ndarray]]:
+    first_epoch, skip = divmod(start_step, self.steps_per_epoch)
+    for epoch in itertools.count(first_epoch):
+      yield from self._train_epoch(epoch, skip).as_numpy_iterator()
+      skip = 0
+
+  def _train_epoch(self, epoch: int, skip_batches: int) -> tf.data.Dataset:
+    seed = epoch_seed(self.config.seed, epoch)
+    shard = self.source.train
+
+    def example(index, key_label):
+      key, label = key_label
+      example_seed = tf.stack([tf.constant(seed, tf.int64), index])
+      image = _train_image(shard.read(key), example_seed, self.config)
+      return {'image': image, 'label': tf.cast(label, tf.int32)}
+
+    ds = shard.dataset(seed).enumerate().skip(skip_batches * self.batch_size)
+    ds = ds.map(example, num_parallel_calls=tf.data.AUTOTUNE)
+    return _finish(ds, self.batch_size)
+
+
+def load_streaming(config: ml_collections.ConfigDict, process_index: int | None = None,
+                   process_count: int | None = None) -> StreamingData:
+  """The streaming source of `config` for one process (default: this JAX process)."""
+  process_index = jax.process_index() if process_index is None else process_index
+  process_count = jax.process_count() if process_count is None else process_count
+  _check_config(config, process_index, process_count)
+  tf.config.set_visible_devices([], 'GPU')  # TensorFlow stays off the accelerators JAX uses.
+  if config.dataset == 'image_folder_stream':
+    source = _folder_source(config.data_dir, process_index, process_count)
+  else:
+    source = _tfds_source(config, process_index, process_count)
+  batch_size = config.batch_size // process_count
+  eval_batch_size = config.eval_batch_size // process_count
+  if source.train.size < batch_size:
+    raise ValueError(f'{source.train.size} training examples per process are fewer than one '
+                     f'batch of {batch_size}; lower config.batch_size')
+  eval_per_process = math.ceil(source.num_test_examples / process_count)
+  return StreamingData(
+      num_classes=len(source.class_names), class_names=source.class_names,
+      num_train_examples=source.num_train_examples, eval_splits=EVAL_SPLITS,
+      image_size=config.image_size, steps_per_epoch=source.train.size // batch_size,
+      num_eval_batches={'test': math.ceil(eval_per_process / eval_batch_size)},
+      source=source, config=config, batch_size=batch_size, eval_batch_size=eval_batch_size)
+
+
+def epoch_seed(seed: int, epoch: int) -> int:
+  """The shuffle and augmentation seed of one epoch, a pure function of (seed, epoch)."""
+  return int(np.random.SeedSequence([seed, epoch]).generate_state(1)[0])
+
+
+def _check_config(config: ml_collections.ConfigDict, process_index: int,
+                  process_count: int) -> None:
+  missing = [name for name in CONFIG_FIELDS if name not in config]
+  if missing:
+    raise ValueError(f'the config lacks the streaming fields {missing}; start from '
+                     'configs/imagenet.py or configs/imagenet_v1_5.py')
+  if config.dataset not in DATASETS:
+    raise ValueError(f'config.dataset={config.dataset!r} is not a streaming source; choose '
+                     f'from {DATASETS}')
+  if config.augmentation not in AUGMENTATIONS:
+    raise ValueError(f'config.augmentation={config.augmentation!r}; choose from {AUGMENTATIONS}')
+  if config.normalization not in NORMALIZATIONS:
+    raise ValueError(f'config.normalization={config.normalization!r}; choose from '
+                     f'{NORMALIZATIONS}')
+  if config.val_split:
+    raise ValueError('config.val_split is not supported by streaming sources; set it to 0')
+  if not 0 <= process_index < process_count:
+    raise ValueError(f'process_index {process_index} is outside [0, {process_count})')
+  for name in ('batch_size', 'eval_batch_size'):
+    if config[name] % process_count:
+      raise ValueError(f'config.{name}={config[name]} is not divisible by the '
+                       f'{process_count} processes; make it a multiple')
+  low, high = config.scale_range
+  if not config.image_size <= low <= high:
+    raise ValueError(f'config.scale_range={tuple(config.scale_range)} must satisfy '
+                     f'image_size ({config.image_size}) <= low <= high')
+  if config.eval_resize_size < config.image_size:
+    raise ValueError(f'config.eval_resize_size={config.eval_resize_size} is smaller than '
+                     f'config.image_size={config.image_size}; make it at least as large')
+  if config.dataset == 'image_folder_stream' and not config.data_dir:
+    raise ValueError("dataset 'image_folder_stream' needs config.data_dir, the folder that "
+                     'holds train/ and val/ (or test/)')
+
+
+# Sources.
+
+def _folder_source(root: str, process_index: int, process_count: int) -> _Source:
+  """A folder of train/<class>/* and val/<class>/* (or test/<class>/*) images."""
+  train_dir = os.path.join(root, 'train')
+  if not os.path.isdir(train_dir):
+    raise ValueError(f'no train/ folder in {root}; expected {root}/train/<class>/<image>')
+  eval_dirs = [os.path.join(root, name) for name in ('val', 'test')
+               if os.path.isdir(os.path.join(root, name))]
+  if not eval_dirs:
+    raise ValueError(f'no val/ or test/ folder in {root}; expected {root}/val/<class>/*')
+  class_names = tuple(sorted(entry.name for entry in os.scandir(train_dir) if entry.is_dir()))
+  train_paths, train_labels = _list_images(train_dir, class_names)
+  test_paths, test_labels = _list_images(eval_dirs[0], class_names)
+  return _Source(
+      train=_folder_shard(train_paths, train_labels, process_index, process_count, True),
+      test=_folder_shard(test_paths, test_labels, process_index, process_count, False),
+      num_test_examples=len(test_paths), class_names=class_names,
+      num_train_examples=len(train_paths))
+
+
+def _list_images(split_dir: str, class_names: tuple[str, ...]) -> tuple[list[str], list[int]]:
+  """Image files of split_dir/<class>/, sorted by class then name, with their labels."""
+  folders = sorted(entry.name for entry in os.scandir(split_dir) if entry.is_dir())
+  unknown = sorted(set(folders) - set(class_names))
+  if unknown:
+    raise ValueError(f'{split_dir} has classes {unknown} that train/ lacks; use the same class '
+                     'folders in every split')
+  paths, labels = [], []
+  for folder in folders:
+    names = sorted(entry.name for entry in os.scandir(os.path.join(split_dir, folder))
+                   if entry.name.lower().endswith(IMAGE_EXTENSIONS))
+    paths += [os.path.join(split_dir, folder, name) for name in names]
+    labels += [class_names.index(folder)] * len(names)
+  if not paths:
+    raise ValueError(f'no image files ({", ".join(IMAGE_EXTENSIONS)}) in {split_dir}/<class>/')
+  return paths, labels
+
+
+def _folder_shard(paths: list[str], labels: list[int], process_index: int, process_count: int,
+                  drop_remainder: bool) -> _Shard:
+  """Every process_count-th file from process_index on (equal counts with drop_remainder)."""
+  end = len(paths) // process_count * process_count if drop_remainder else len(paths)
+  paths = paths[process_index:end:process_count]
+  labels = np.array(labels[process_index:end:process_count], dtype=np.int32)
+
+  def dataset(seed: int | None) -> tf.data.Dataset:
+    ds = tf.data.Dataset.from_tensor_slices((paths, labels))
+    return ds if seed is None else ds.shuffle(len(paths), seed=seed)
+
+  return _Shard(size=len(paths), dataset=dataset, read=tf.io.read_file)
+
+
+def _tfds_source(config: ml_collections.ConfigDict, process_index: int,
+                 process_count: int) -> _Source:
+  builder = _prepared_builder(config, process_count)
+
+  def shard(split: str, drop_remainder: bool) -> _Shard:
+    return _tfds_shard(builder, tfds.split_for_jax_process(
+        split, process_index=process_index, process_count=process_count,
+        drop_remainder=drop_remainder), config.shuffle_buffer_size)
+
+  return _Source(
+      train=shard('train', True), test=shard('validation', False),
+      num_test_examples=builder.info.splits['validation'].num_examples,
+      class_names=tuple(builder.info.features['label'].names),
+      num_train_examples=builder.info.splits['train'].num_examples)
+
+
+def _prepared_builder(config: ml_collections.ConfigDict,
+                      process_count: int) -> tfds.core.DatasetBuilder:
+  """The tfds builder of config.dataset, prepared first if need be (from the manual download
+  for imagenet2012, whose tar files are checked before tfds starts)."""
+  name = TFDS_NAMES[config.dataset]
+  builder = tfds.builder(name, data_dir=config.data_dir or None)
+  if builder.is_prepared():
+    return builder
+  download_config = None
+  if config.dataset == 'imagenet2012':
+    manual_dir = (config.tfds_manual_dir
+                  or os.path.join(builder.data_dir_root, 'downloads', 'manual'))
+    missing = [tar for tar in ILSVRC_TARS if not tf.io.gfile.exists(os.path.join(manual_dir, tar))]
+    if missing:
+      raise ValueError(
+          f'imagenet2012 is not prepared and its manual download {" and ".join(missing)} is not '
+          f'in {manual_dir}; download it from https://image-net.org/download-images into that '
+          'folder (or set config.tfds_manual_dir)')
+    download_config = tfds.download.DownloadConfig(manual_dir=manual_dir)
+  if process_count > 1:
+    raise ValueError(f'{name} is not prepared in {builder.data_dir}; prepare it once with a '
+                     f'single process (or `tfds build {name}`) before a multi-process run')
+  builder.download_and_prepare(download_config=download_config)
+  return builder
+
+
+def _tfds_shard(builder: tfds.core.DatasetBuilder, split, shuffle_buffer_size: int) -> _Shard:
+  """A tfds (sub)split read with the images still encoded."""
+  size = builder.info.splits[split].num_examples
+
+  def dataset(seed: int | None) -> tf.data.Dataset:
+    ds = builder.as_dataset(
+        split=split, shuffle_files=seed is not None,
+        read_config=tfds.ReadConfig(shuffle_seed=seed, shuffle_reshuffle_each_iteration=False),
+        decoders={'image': tfds.decode.SkipDecoding()})
+    ds = ds.map(lambda example: (example['image'], example['label']))
+    return ds if seed is None else ds.shuffle(min(shuffle_buffer_size, size), seed=seed)
+
+  return _Shard(size=size, dataset=dataset, read=lambda key: key)
+
+
+# Preprocessing (pure TensorFlow functions of an encoded image and a stateless seed).
+
+def _train_image(encoded: tf.Tensor, seed: tf.Tensor,
+                 config: ml_collections.ConfigDict) -> tf.Tensor:
+  """A training crop: scale or inception augmentation, flip, optional PCA lighting."""
+  if not config.augment:
+    return _eval_image(encoded, config)
+  crop_seed, flip_seed, lighting_seed = tf.unstack(tf.random.experimental.stateless_split(seed, 3))
+  if config.augmentation == 'paper':
+    window = functools.partial(scale_window, seed=crop_seed, size=config.image_size,
+                               scale_range=config.scale_range)
+  else:
+    window = functools.partial(inception_window, seed=crop_seed,
+                               fallback_fraction=config.image_size / config.eval_resize_size)
+  image = _resize(_decode_window(encoded, window), config.image_size)
+  image = tf.where(tf.random.stateless_uniform([], flip_seed) < 0.5, tf.reverse(image, [1]), image)
+  if config.pca_lighting_std:
+    image = pca_lighting(image, lighting_seed, config.pca_lighting_std)
+  return _normalize(image, config)
+
+
+def _eval_image(encoded: tf.Tensor, config: ml_collections.ConfigDict) -> tf.Tensor:
+  """The centre crop of evaluation: shorter side to eval_resize_size, centre image_size crop."""
+  fraction = config.image_size / config.eval_resize_size
+  image = _decode_window(encoded, functools.partial(center_window, fraction=fraction))
+  return _normalize(_resize(image, config.image_size), config)
+
+
+def scale_window(shape: tf.Tensor, seed: tf.Tensor, size: int,
+                 scale_range: tuple[int, int]) -> tf.Tensor:
+  """He 2015 sec. 3.4 scale augmentation as a window [y, x, h, w] of an image of `shape`:
+  resizing the shorter side to S ~ U[scale_range] and cropping size x size there is cropping a
+  square of side size * shorter / S here."""
+  scale_seed, y_seed, x_seed = tf.unstack(tf.random.experimental.stateless_split(seed, 3))
+  height, width = shape[0], shape[1]
+  shorter = tf.minimum(height, width)
+  scale = tf.random.stateless_uniform([], scale_seed, scale_range[0], scale_range[1] + 1, tf.int32)
+  side = tf.cast(tf.round(size * tf.cast(shorter, tf.float32) / tf.cast(scale, tf.float32)),
+                 tf.int32)
+  side = tf.clip_by_value(side, 1, shorter)
+  y = tf.random.stateless_uniform([], y_seed, 0, height - side + 1, tf.int32)
+  x = tf.random.stateless_uniform([], x_seed, 0, width - side + 1, tf.int32)
+  return tf.stack([y, x, side, side])
+
+
+def inception_window(shape: tf.Tensor, seed: tf.Tensor, fallback_fraction: float) -> tf.Tensor:
+  """Random-resized-crop window [y, x, h, w]: 8%-100% of the area, aspect ratio 3/4-4/3; the
+  centre window of `fallback_fraction` when 10 attempts find none (the op then returns the
+  whole image)."""
+  begin, crop_size, _ = tf.image.stateless_sample_distorted_bounding_box(
+      shape, tf.constant([[[0.0, 0.0, 1.0, 1.0]]]), seed,
+      min_object_covered=INCEPTION_AREA[0], aspect_ratio_range=INCEPTION_ASPECT,
+      area_range=INCEPTION_AREA, max_attempts=10, use_image_if_no_bounding_boxes=True)
+  window = tf.stack([begin[0], begin[1], crop_size[0], crop_size[1]])
+  whole_image = tf.reduce_all(tf.equal(crop_size[:2], shape[:2]))
+  return tf.where(whole_image, center_window(shape, fallback_fraction), window)
+
+
+def center_window(shape: tf.Tensor, fraction: float) -> tf.Tensor:
+  """The centre square window [y, x, h, w] whose side is `fraction` of the shorter side."""
+  height, width = shape[0], shape[1]
+  side = tf.cast(tf.round(fraction * tf.cast(tf.minimum(height, width), tf.float32)), tf.int32)
+  side = tf.maximum(side, 1)
+  return tf.stack([(height - side + 1) // 2, (width - side + 1) // 2, side, side])
+
+
+def pca_lighting(image: tf.Tensor, seed: tf.Tensor, std: float) -> tf.Tensor:
+  """AlexNet [21] colour augmentation: add the principal components of ImageNet RGB, each
+  scaled by its eigenvalue times a N(0, std) draw (one shift per image)."""
+  alpha = tf.random.stateless_normal([3], seed, stddev=std)
+  shift = tf.linalg.matvec(tf.constant(PCA_EIGVEC), alpha * tf.constant(PCA_EIGVAL))
+  return image + 255.0 * shift
+
+
+def _decode_window(encoded: tf.Tensor, window_fn: Callable[[tf.Tensor], tf.Tensor]) -> tf.Tensor:
+  """Decodes window_fn(shape) of an encoded image as uint8 RGB; a JPEG decodes only that window."""
+
+  def jpeg() -> tf.Tensor:
+    window = window_fn(tf.io.extract_jpeg_shape(encoded))
+    return tf.image.decode_and_crop_jpeg(encoded, window, channels=3, dct_method=JPEG_DCT)
+
+  def other() -> tf.Tensor:
+    image = tf.io.decode_image(encoded, channels=3, expand_animations=False)
+    y, x, h, w = tf.unstack(window_fn(tf.shape(image)))
+    return image[y:y + h, x:x + w]
+
+  return tf.cond(tf.io.is_jpeg(encoded), jpeg, other)
+
+
+def _resize(image: tf.Tensor, size: int) -> tf.Tensor:
+  image = tf.image.resize(image, [size, size], method='bilinear', antialias=True)
+  return tf.ensure_shape(image, [size, size, 3])
+
+
+def _normalize(image: tf.Tensor, config: ml_collections.ConfigDict) -> tf.Tensor:
+  image = image - tf.constant(MEAN_RGB)
+  if config.normalization == 'per_channel':
+    image = image / tf.constant(STDDEV_RGB)
+  return tf.cast(image, _output_dtype(config))
+
+
+def _output_dtype(config: ml_collections.ConfigDict) -> tf.DType:
+  return tf.bfloat16 if config.half_precision else tf.float32
+
+
+def _finish(ds: tf.data.Dataset, batch_size: int) -> tf.data.Dataset:
+  """Batches and prefetches in a fixed order."""
+  options = tf.data.Options()
+  options.deterministic = True
+  ds = ds.batch(batch_size, drop_remainder=True).prefetch(tf.data.AUTOTUNE)
+  return ds.with_options(options)
