@@ -1,0 +1,215 @@
+"""Figures of the degradation study, drawn only from the runs' metrics.jsonl.
+
+    python -m resnet_jax.study.figures DIR   # (re)draws DIR/figures/*.png and *.svg
+
+Each figure function takes `load_runs(DIR)` and returns a matplotlib Figure; every plotted line
+carries a gid '<model>/<metric>' (or '<model>/step<k>') so that its data can be read back.
+Curves are the mean over seeds at the steps that every seed logged.
+"""
+
+import argparse
+import math
+import os
+import sys
+from pathlib import Path
+
+from matplotlib.figure import Figure
+from matplotlib.ticker import MaxNLocator
+
+from resnet_jax.study import (FAMILIES, Run, common_steps, load_runs, mean_curve, models_of,
+                              parse_model, seed_stats)
+
+FIGURES_DIR = "figures"
+EARLY_GRAD_NORM_ROWS = 3
+_TITLES = {"plain": "plain networks", "resnet": "ResNets"}
+_DEPTH_COLOURS = {20: "tab:orange", 32: "tab:blue", 44: "tab:red", 56: "tab:green",
+                  110: "tab:purple"}
+
+Runs = dict[str, list[Run]]
+
+
+def _label(model: str) -> str:
+  family, depth = parse_model(model)
+  return f"{family}-{depth}"
+
+
+def _colour(model: str) -> str:
+  """One colour per depth, the same in every figure."""
+  depth = parse_model(model)[1]
+  return _DEPTH_COLOURS.get(depth, f"C{depth % 10}")
+
+
+def iteration_scale(runs: Runs) -> float:
+  """Iterations per x unit: 1e4 as in the paper's figures, 1 for runs shorter than 2e4 steps."""
+  steps = (row["step"] for found in runs.values() for run in found for row in run.rows)
+  last = max(steps, default=0)
+  return 1e4 if last >= 2e4 else 1.0
+
+
+def _x_label(scale: float) -> str:
+  return "iter. (1e4)" if scale == 1e4 else "iterations"
+
+
+def _require(models: list[str], what: str) -> None:
+  if not models:
+    raise ValueError(f"no runs for {what} in this workdir: run those models first")
+
+
+def _plot_curve(ax, runs: list[Run], key: str, scale: float, **style) -> None:
+  steps, values = mean_curve(runs, key)
+  model = runs[0].model
+  ax.plot([step / scale for step in steps], [100 * value for value in values],
+          color=_colour(model), gid=f"{model}/{key}", **style)
+
+
+def figure1(runs: Runs) -> Figure:
+  """He et al. 2015 Fig. 1: training (left) and test (right) error of plain-20 and plain-56.
+
+  Falls back to the shallowest and deepest plain networks present when those two are missing.
+  """
+  plain = models_of(runs, "plain")
+  _require(plain, "plain networks")
+  paper = ["plain20", "plain56"]
+  models = paper if set(paper) <= set(plain) else list(dict.fromkeys([plain[0], plain[-1]]))
+  scale = iteration_scale(runs)
+  fig = Figure(figsize=(10, 4), layout="constrained")
+  panels = (("train_error", "training error"), ("test_error", "test error"))
+  for ax, (key, title) in zip(fig.subplots(1, 2), panels):
+    for model in models:
+      _plot_curve(ax, runs[model], key, scale, label=f"{parse_model(model)[1]}-layer")
+    ax.set(title=title, xlabel=_x_label(scale), ylabel=f"{title} (%)")
+    ax.legend()
+  return fig
+
+
+def figure6(runs: Runs) -> Figure:
+  """He et al. 2015 Fig. 6: plain networks (left) and ResNets (right) on CIFAR-10.
+
+  Dashed lines are training error, bold lines test error; one colour per depth.
+  """
+  _require(models_of(runs, "plain") + models_of(runs, "resnet"), "plain networks or ResNets")
+  scale = iteration_scale(runs)
+  fig = Figure(figsize=(11, 4.5), layout="constrained")
+  for ax, family in zip(fig.subplots(1, 2, sharey=True), FAMILIES):
+    for model in models_of(runs, family):
+      _plot_curve(ax, runs[model], "train_error", scale, linestyle="--", linewidth=1)
+      _plot_curve(ax, runs[model], "test_error", scale, linewidth=2.5, label=_label(model))
+    ax.set(title=f"{_TITLES[family]} (dashed: training, bold: test)", xlabel=_x_label(scale),
+           ylabel="error (%)")
+    if ax.lines:
+      ax.legend()
+  return fig
+
+
+def _final_errors(runs: list[Run], key: str) -> tuple[float, float]:
+  mean, std, _ = seed_stats([run.final(key) for run in runs])
+  return 100 * mean, 0.0 if math.isnan(std) else 100 * std
+
+
+def error_vs_depth(runs: Runs) -> Figure:
+  """Final training and test error against depth, plain (left) and residual (right), with the
+  standard deviation over seeds as error bars (the trend of He et al. 2015 Fig. 6 and Table 6)."""
+  _require(models_of(runs, "plain") + models_of(runs, "resnet"), "plain networks or ResNets")
+  fig = Figure(figsize=(10, 4), layout="constrained")
+  styles = {"train_error": dict(linestyle="--", label="training"),
+            "test_error": dict(linewidth=2.5, label="test")}
+  for ax, family in zip(fig.subplots(1, 2, sharey=True), FAMILIES):
+    models = models_of(runs, family)
+    depths = [parse_model(model)[1] for model in models]
+    ax.set(title=_TITLES[family], xlabel="depth (layers)", ylabel="final error (%)", xticks=depths)
+    if not models:
+      continue
+    for key, style in styles.items():
+      means, stds = zip(*(_final_errors(runs[model], key) for model in models))
+      bars = ax.errorbar(depths, means, yerr=stds, marker="o", capsize=4, **style)
+      bars.lines[0].set_gid(f"{family}/{key}")
+    ax.legend()
+  return fig
+
+
+def _grad_norm_model(runs: Runs, family: str) -> str | None:
+  """The deepest model of `family` whose train rows carry "grad_norms"."""
+  logged = [model for model in models_of(runs, family) if runs[model][0].series("grad_norms")]
+  return logged[-1] if logged else None
+
+
+def _early_grad_norms(runs: list[Run]) -> dict[int, list[float]]:
+  """{step: per-layer norms, mean over seeds} for the first rows that logged gradient norms."""
+  norms = {}
+  for step in common_steps(runs, "grad_norms")[:EARLY_GRAD_NORM_ROWS]:
+    layers = [run.series("grad_norms")[step] for run in runs]
+    norms[step] = [sum(layer[name] for layer in layers) / len(layers) for name in layers[0]]
+  return norms
+
+
+def grad_norms(runs: Runs) -> Figure:
+  """Beyond the paper: per-layer gradient norms early in training, in network order.
+
+  In a deep plain network the gradient reaching the first layers is much smaller than at the
+  head; the identity shortcuts of a ResNet carry it back (He et al. 2015 sec. 4.1 discuss why
+  plain nets are hard to optimise; this figure shows the signal the optimiser gets).
+  """
+  models = [_grad_norm_model(runs, family) for family in FAMILIES]
+  models = [model for model in models if model]
+  _require(models, "models logged with log_grad_norms=True")
+  fig = Figure(figsize=(5 * len(models), 4), layout="constrained")
+  axes = fig.subplots(1, len(models), sharey=True, squeeze=False)[0]
+  for ax, model in zip(axes, models):
+    for step, norms in _early_grad_norms(runs[model]).items():
+      ax.plot(range(1, len(norms) + 1), norms, marker=".", label=f"step {step}",
+              gid=f"{model}/step{step}")
+    ax.set(title=_label(model), xlabel="layer (stem conv first, head last)",
+           ylabel="gradient L2 norm", yscale="log")
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    ax.legend()
+  return fig
+
+
+FIGURES = {"figure1": figure1, "figure6": figure6, "error_vs_depth": error_vs_depth,
+           "grad_norms": grad_norms}
+
+
+def save_figure(fig: Figure, path: Path) -> None:
+  """Saves `fig` atomically; the format follows the suffix (.png or .svg)."""
+  tmp = path.with_name(f".{path.name}.tmp")
+  fmt = path.suffix.removeprefix(".")
+  fig.savefig(tmp, format=fmt, dpi=150, metadata={"Date": None} if fmt == "svg" else None)
+  os.replace(tmp, path)
+
+
+def draw_figures(workdir: Path, out_dir: Path | None = None) -> list[Path]:
+  """Draws every figure the runs in `workdir` allow into out_dir (default workdir/figures) as
+  PNG and SVG; returns the files written. A figure whose runs are missing is skipped with a
+  note; a workdir without any run is a ValueError."""
+  runs = load_runs(workdir)
+  if not runs:
+    raise ValueError(f"no runs in {workdir}: expected {workdir}/<model>/seed<k>/metrics.jsonl")
+  out_dir = Path(out_dir or Path(workdir) / FIGURES_DIR)
+  out_dir.mkdir(parents=True, exist_ok=True)
+  written = []
+  for name, draw in FIGURES.items():
+    try:
+      fig = draw(runs)
+    except ValueError as error:
+      print(f"figures: skipped {name}: {error}", file=sys.stderr)
+      continue
+    for suffix in (".png", ".svg"):
+      save_figure(fig, out_dir / f"{name}{suffix}")
+      written.append(out_dir / f"{name}{suffix}")
+  return written
+
+
+def main(argv: list[str] | None = None) -> None:
+  parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+  parser.add_argument("workdir", type=Path, help="study folder: DIR/<model>/seed<k>/metrics.jsonl")
+  parser.add_argument("--out_dir", type=Path, default=None, help="default: WORKDIR/figures")
+  args = parser.parse_args(argv)
+  try:
+    paths = draw_figures(args.workdir, args.out_dir)
+  except ValueError as error:
+    raise SystemExit(f"figures: {error}") from None
+  print(*paths, sep="\n")
+
+
+if __name__ == "__main__":
+  main()
