@@ -1,0 +1,166 @@
+"""Pure, jitted train and eval steps: (state, arrays, batch) -> (state, metrics).
+
+One step function serves every data source; how a batch becomes images and
+labels is the `prepare` parameter:
+- in memory (CIFAR-sized): `arrays` holds the split's uint8 images and labels and
+  the normalisation statistics, all replicated on every device; `batch` is
+  {'index': int32 [B]} sharded over 'data'; prepare_in_memory gathers, augments
+  (pad-crop-flip, He 2015 sec. 4.2) and normalises inside the jit;
+- streamed (ImageNet-sized): `arrays` is {} and `batch` is {'image', 'label'}
+  already augmented and normalised by tf.data; prepare_streamed passes it on.
+Evaluation batches also carry 'mask' (False on the padding of the last batch).
+
+Metrics are device arrays: {'sums': {...}, 'last': {...}}; sums add up over an
+interval (loss * examples, wrong predictions, examples), 'last' keeps the latest
+value (learning rate, gradient norms). The loop reads them once per log interval.
+
+Without the loop (e.g. a benchmark on synthetic batches):
+    mesh = parallel.make_mesh()
+    optimizer = optim.create_optimizer(config)
+    state = create_train_state(get_model('resnet20'), optimizer.tx, (32, 32, 3), 0, mesh)
+    step = compile_train_step(mesh, prepare=prepare_streamed,
+                              learning_rate=optimizer.learning_rate, seed=0)
+    batch = parallel.shard_global_batch({'image': x, 'label': y}, parallel.batch_sharding(mesh))
+    state, metrics = step(state, {}, batch)  # `state` is donated: use the returned one
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import optax
+from flax import traverse_util
+from jax.sharding import Mesh
+
+from resnet_jax import parallel
+from resnet_jax.data.augment import augment, normalize
+from resnet_jax.train import state as state_lib
+from resnet_jax.train.state import TrainState
+
+Prepare = Callable[[Any, Any, jax.Array | None, bool], tuple[jax.Array, jax.Array]]
+Metrics = dict[str, dict[str, jax.Array]]
+
+
+def prepare_in_memory(arrays, batch, rng, train: bool, *, augment_images: bool = True):
+  """Gathers batch['index'] from replicated uint8 arrays, augments (train) and normalises."""
+  images = arrays['images'][batch['index']]
+  labels = arrays['labels'][batch['index']]
+  if train and augment_images:
+    images = augment(rng, images)
+  images = normalize(images.astype(jnp.float32), arrays['mean'], arrays['std'])
+  return images, labels
+
+
+def prepare_streamed(arrays, batch, rng, train: bool):
+  """Streamed batches arrive augmented and normalised: {'image', 'label'[, 'mask']}."""
+  del arrays, rng, train
+  return batch['image'], batch['label']
+
+
+def cross_entropy(logits: jax.Array, labels: jax.Array, label_smoothing: float = 0.0) -> jax.Array:
+  """Per-example softmax cross-entropy, optionally against smoothed one-hot targets."""
+  targets = jax.nn.one_hot(labels, logits.shape[-1])
+  if label_smoothing:
+    targets = optax.smooth_labels(targets, label_smoothing)
+  return optax.softmax_cross_entropy(logits.astype(jnp.float32), targets)
+
+
+def kernel_grad_norms(grads) -> dict[str, jax.Array]:
+  """L2 norm of each conv/dense kernel's gradient, keyed by module path ('stage1_block1/conv1')."""
+  flat = traverse_util.flatten_dict(grads, sep='/')
+  return {path.removesuffix('/kernel'): jnp.linalg.norm(g.astype(jnp.float32))
+          for path, g in flat.items() if path.endswith('/kernel')}
+
+
+def train_step(
+    state: TrainState, arrays, batch, *, prepare: Prepare, learning_rate: Callable,
+    seed: int, label_smoothing: float = 0.0, log_grad_norms: bool = False,
+) -> tuple[TrainState, Metrics]:
+  """One SGD step on one global batch; BN statistics are over the global batch."""
+  rng = jax.random.fold_in(state_lib.train_key(seed), state.step)
+  augment_rng, dropout_rng = jax.random.split(rng)
+  images, labels = prepare(arrays, batch, augment_rng, True)
+
+  def loss_fn(params):
+    logits, updates = state.apply_fn(
+        {'params': params, 'batch_stats': state.batch_stats}, images, train=True,
+        mutable=['batch_stats'], rngs={'dropout': dropout_rng})
+    loss = cross_entropy(logits, labels, label_smoothing).mean()
+    return loss, (logits, updates.get('batch_stats', {}))
+
+  (loss, (logits, batch_stats)), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
+  examples = labels.shape[0]
+  last = {'learning_rate': learning_rate(state.opt_state, state.step)}
+  if log_grad_norms:
+    last['grad_norms'] = kernel_grad_norms(grads)
+  metrics = {'sums': {'loss': loss * examples,
+                      'wrong': jnp.sum(jnp.argmax(logits, -1) != labels),
+                      'examples': jnp.asarray(examples, jnp.int32)},
+             'last': last}
+  return state.apply_gradients(grads=grads, batch_stats=batch_stats), metrics
+
+
+def eval_step(state: TrainState, arrays, batch, *, prepare: Prepare, top5: bool = False) -> Metrics:
+  """Masked sums of loss and wrong predictions (and top-5 wrong) over one eval batch."""
+  images, labels = prepare(arrays, batch, None, False)
+  logits = state.apply_fn(
+      {'params': state.params, 'batch_stats': state.batch_stats}, images, train=False)
+  mask = batch['mask']
+  sums = {'loss': jnp.sum(cross_entropy(logits, labels) * mask),
+          'wrong': jnp.sum((jnp.argmax(logits, -1) != labels) & mask),
+          'examples': jnp.sum(mask, dtype=jnp.int32)}
+  if top5:
+    in_top5 = jnp.any(jax.lax.top_k(logits, 5)[1] == labels[:, None], axis=-1)
+    sums['wrong_top5'] = jnp.sum(~in_top5 & mask)
+  return {'sums': sums, 'last': {}}
+
+
+def merge_metrics(old: Metrics, new: Metrics) -> Metrics:
+  """Sums add up; 'last' values are replaced by the newer ones."""
+  return {'sums': jax.tree.map(jnp.add, old['sums'], new['sums']), 'last': new['last']}
+
+
+def scan_steps(step: Callable) -> Callable:
+  """K train steps in one call with lax.scan over batches stacked as [K, B, ...]."""
+  def multi_step(state, arrays, batches):
+    state, metrics = jax.lax.scan(lambda s, b: step(s, arrays, b), state, batches)
+    return state, {'sums': jax.tree.map(lambda x: x.sum(0), metrics['sums']),
+                   'last': jax.tree.map(lambda x: x[-1], metrics['last'])}
+  return multi_step
+
+
+def compile_train_step(
+    mesh: Mesh, *, prepare: Prepare, learning_rate: Callable, seed: int,
+    label_smoothing: float = 0.0, log_grad_norms: bool = False, steps_per_call: int = 1,
+) -> Callable[[TrainState, Any, Any], tuple[TrainState, Metrics]]:
+  """The jitted (state, arrays, batch) -> (state, metrics); the input state is donated.
+
+  With steps_per_call = K > 1 every batch leaf has a leading [K] axis and the call
+  runs K steps; K = 1 is the plain step on [B]-leading leaves.
+  """
+  step = functools.partial(
+      train_step, prepare=prepare, learning_rate=learning_rate, seed=seed,
+      label_smoothing=label_smoothing, log_grad_norms=log_grad_norms)
+  if steps_per_call > 1:
+    step = scan_steps(step)
+  replicated = parallel.replicated(mesh)
+  return jax.jit(
+      step, donate_argnums=0,
+      in_shardings=(replicated, replicated, parallel.batch_sharding(mesh, steps_per_call > 1)),
+      out_shardings=replicated)
+
+
+def compile_eval_step(mesh: Mesh, *, prepare: Prepare, top5: bool = False) -> Callable:
+  """The jitted (state, arrays, batch) -> metrics for masked evaluation batches."""
+  replicated = parallel.replicated(mesh)
+  return jax.jit(
+      functools.partial(eval_step, prepare=prepare, top5=top5),
+      in_shardings=(replicated, replicated, parallel.batch_sharding(mesh)),
+      out_shardings=replicated)
+
+
+accumulate = jax.jit(merge_metrics, donate_argnums=0)
