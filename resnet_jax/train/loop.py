@@ -12,29 +12,24 @@ The loop talks to its data through one object (the seam for new sources):
       leaves [B, ...] for K = 1 and [K, B, ...] otherwise, sharded with
       parallel.batch_sharding; called for consecutive steps from the restored step on
   eval_batches(split) -> iterable of global batches, each with a bool 'mask' [B]
-InMemoryData serves CIFAR-sized data; a streaming source yields {'image', 'label'}
-(and 'mask' for evaluation) assembled with parallel.shard_local_batch and uses
-steps.prepare_streamed.
+inputs.InMemoryData serves CIFAR-sized data, inputs.StreamedData a tf.data pipeline.
 """
 
 from __future__ import annotations
 
-import functools
 import os
 import time
-from collections.abc import Iterator
 
 import jax
 import jax.numpy as jnp
 from jax.sharding import Mesh
 
 from resnet_jax import models, parallel
-from resnet_jax.data import order, sources
-from resnet_jax.data.augment import NORMALIZATIONS, pixel_stats
+from resnet_jax.data.augment import NORMALIZATIONS
 from resnet_jax.train import checkpoint, metrics, optim, steps
+from resnet_jax.train.inputs import DATASETS, ConfigError, load_data
 from resnet_jax.train import state as state_lib
 
-STREAMING_DATASETS = ('imagenet2012', 'imagenette', 'image_folder_stream')
 POSITIVE_FIELDS = ('batch_size', 'eval_batch_size', 'num_train_steps', 'eval_every_steps',
                    'checkpoint_every_steps', 'log_every_steps', 'keep_checkpoints',
                    'steps_per_call', 'learning_rate')
@@ -42,10 +37,6 @@ NON_NEGATIVE_FIELDS = ('val_split', 'warmup_steps', 'warmup_learning_rate', 'wei
                        'momentum', 'label_smoothing', 'seed')
 INTERVAL_FIELDS = ('num_train_steps', 'log_every_steps', 'eval_every_steps',
                    'checkpoint_every_steps')
-
-
-class ConfigError(ValueError):
-  """Bad input found before any work; the CLI prints it as one line and exits with status 2."""
 
 
 def validate_config(config, workdir: str) -> None:
@@ -66,9 +57,8 @@ def _check_fields(config) -> None:
   for name in NON_NEGATIVE_FIELDS:
     if not config[name] >= 0:
       raise ValueError(f'{name}={config[name]} must be >= 0')
-  if config.dataset not in sources.DATASETS + STREAMING_DATASETS:
-    raise ValueError(f'dataset={config.dataset!r} is unknown; choose one of '
-                     f'{sources.DATASETS + STREAMING_DATASETS}')
+  if config.dataset not in DATASETS:
+    raise ValueError(f'dataset={config.dataset!r} is unknown; choose one of {DATASETS}')
   if config.normalization not in NORMALIZATIONS:
     raise ValueError(f'normalization={config.normalization!r} is unknown; choose one of '
                      f'{NORMALIZATIONS}')
@@ -86,55 +76,6 @@ def _check_fields(config) -> None:
   if boundaries != sorted(set(boundaries)) or (boundaries and boundaries[0] <= config.warmup_steps):
     raise ValueError(f'lr_boundaries={tuple(boundaries)} must increase strictly and start after '
                      f'warmup_steps={config.warmup_steps}')
-
-
-class InMemoryData:
-  """Every split replicated on every device as uint8; batches are index vectors."""
-
-  def __init__(self, dataset: sources.Dataset, config, mesh: Mesh):
-    if len(dataset.train) < config.batch_size:
-      raise ValueError(f'batch_size={config.batch_size} exceeds the {len(dataset.train)} '
-                       'training examples; lower batch_size')
-    mean, std = pixel_stats(dataset.train.images, config.normalization)
-    stats = parallel.replicate({'mean': mean, 'std': std}, mesh)
-    splits = {'train': dataset.train, 'val': dataset.val, 'test': dataset.test}
-    self._splits = {name: split for name, split in splits.items() if split is not None}
-    self._arrays = {
-        name: {**parallel.replicate({'images': s.images, 'labels': s.labels}, mesh), **stats}
-        for name, s in self._splits.items()}
-    self.num_classes = dataset.num_classes
-    self.image_shape = tuple(dataset.train.images.shape[1:])
-    self.eval_splits = ('val', 'test') if dataset.val is not None else ('test',)
-    self.prepare = functools.partial(steps.prepare_in_memory, augment_images=config.augment)
-    self._seed, self._batch_size = config.seed, config.batch_size
-    self._eval_batch_size, self._steps_per_call = config.eval_batch_size, config.steps_per_call
-    self._train_sharding = parallel.batch_sharding(mesh, config.steps_per_call > 1)
-    self._eval_sharding = parallel.batch_sharding(mesh)
-
-  def arrays(self, split: str):
-    return self._arrays[split]
-
-  def train_batch(self, step: int):
-    index = order.train_batch_indices_many(
-        self._seed, step, self._steps_per_call, len(self._splits['train']), self._batch_size)
-    if self._steps_per_call == 1:
-      index = index[0]
-    return parallel.shard_global_batch({'index': index}, self._train_sharding)
-
-  def eval_batches(self, split: str) -> Iterator:
-    for index, mask in order.eval_batches(len(self._splits[split]), self._eval_batch_size):
-      yield parallel.shard_global_batch({'index': index, 'mask': mask}, self._eval_sharding)
-
-
-def load_data(config, mesh: Mesh) -> InMemoryData:
-  """The data object for config.dataset; data errors become ConfigError (nothing written yet)."""
-  if config.dataset in STREAMING_DATASETS:
-    raise ConfigError(f'dataset={config.dataset!r} needs the streaming pipeline, which is not '
-                      f'wired into the loop yet; use one of {sources.DATASETS}')
-  try:
-    return InMemoryData(sources.load_dataset(config), config, mesh)
-  except ValueError as error:
-    raise ConfigError(str(error)) from None
 
 
 def evaluate(eval_step, state: state_lib.TrainState, data) -> dict[str, float]:

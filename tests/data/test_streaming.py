@@ -5,7 +5,6 @@ naming the image. From a preprocessed crop the tests read back which image it ca
 where the crop lay in it (a linear fit of red and green), and check that against the recipes.
 """
 
-import importlib.util
 import io
 import json
 import os
@@ -318,14 +317,9 @@ def test_tfds_mock_imagenette_batches_and_masks(tmp_path, half_precision):
 
 
 @pytest.fixture
-def manual_download(tmp_path, monkeypatch):
+def manual_download(tmp_path):
   """data_dir with the ILSVRC 2012 tar files in downloads/manual, as tfds documents: a train tar
   of per-synset tars (5 images of SYNSETS[0], 4 of SYNSETS[1]) and a val tar of 7 images."""
-  if importlib.util.find_spec('importlib_resources') is None:
-    # tensorflow-datasets 4.9.10 imports the backport (undeclared on Python >= 3.9) when it
-    # prepares a dataset; the standard library module provides the same API.
-    monkeypatch.setitem(sys.modules, 'importlib_resources',
-                        importlib.import_module('importlib.resources'))
   manual_dir = tmp_path / 'downloads' / 'manual'
   manual_dir.mkdir(parents=True)
 
@@ -387,9 +381,6 @@ def test_unprepared_imagenet2012_in_a_multi_process_run_asks_for_one_preparation
   assert sorted(os.listdir(manual_download)) == ['downloads']
 
 
-@pytest.mark.xfail(strict=True, raises=ValueError,
-                   reason='resnet_jax/train/loop.py does not take streaming sources yet (its '
-                          'load_data raises ConfigError); remove this marker once it does')
 def test_resnet18_trains_at_224_from_imagenet2012_through_the_loop(manual_download):
   from resnet_jax.train import loop  # pylint: disable=import-outside-toplevel
   config = make_config(dataset='imagenet2012', data_dir=str(manual_download), image_size=224,

@@ -5,7 +5,7 @@ import os
 import pytest
 
 from configs import cifar10
-from resnet_jax.train import checkpoint, loop, metrics
+from resnet_jax.train import checkpoint, inputs, loop, metrics
 
 
 def tiny_config(**overrides):
@@ -72,7 +72,7 @@ def test_interrupted_run_resumes_and_equals_an_uninterrupted_one(tmp_path, monke
   straight = loop.train_and_evaluate(config, str(tmp_path / 'straight'))
   straight_rows = metrics.read_rows(str(tmp_path / 'straight' / metrics.METRICS_FILE))
 
-  real_train_batch = loop.InMemoryData.train_batch
+  real_train_batch = inputs.InMemoryData.train_batch
 
   def crash_at_step_10(self, step):
     if step == 10:
@@ -80,13 +80,13 @@ def test_interrupted_run_resumes_and_equals_an_uninterrupted_one(tmp_path, monke
     return real_train_batch(self, step)
 
   workdir = str(tmp_path / 'resumed')
-  monkeypatch.setattr(loop.InMemoryData, 'train_batch', crash_at_step_10)
+  monkeypatch.setattr(inputs.InMemoryData, 'train_batch', crash_at_step_10)
   with pytest.raises(KeyboardInterrupt):
     loop.train_and_evaluate(config, workdir)
   crashed = metrics.read_rows(os.path.join(workdir, metrics.METRICS_FILE))
   assert max(r['step'] for r in crashed) == 10  # the row at 10 is past the last checkpoint (8)
 
-  monkeypatch.setattr(loop.InMemoryData, 'train_batch', real_train_batch)
+  monkeypatch.setattr(inputs.InMemoryData, 'train_batch', real_train_batch)
   resumed = loop.train_and_evaluate(config, workdir)
   rows = metrics.read_rows(os.path.join(workdir, metrics.METRICS_FILE))
   events = [(r['step'], r['event']) for r in rows if 'event' in r]

@@ -1,0 +1,114 @@
+"""The data objects the loop trains on: in-memory (CIFAR-sized) and streamed (ImageNet-sized).
+
+Both serve the loop's seam (see loop.py): num_classes, image_shape, eval_splits, prepare,
+arrays(split), train_batch(step), eval_batches(split).
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Iterator
+
+import jax
+import numpy as np
+from jax.sharding import Mesh
+
+from resnet_jax import parallel
+from resnet_jax.data import order, sources
+from resnet_jax.data.augment import pixel_stats
+from resnet_jax.train import steps
+
+# The names of resnet_jax.data.streaming.DATASETS, kept here because that module imports
+# TensorFlow, which only streamed runs should pay for (tests/train/test_inputs.py checks they agree).
+STREAMING_DATASETS = ('imagenet2012', 'imagenette', 'image_folder_stream')
+DATASETS = sources.DATASETS + STREAMING_DATASETS
+
+
+class ConfigError(ValueError):
+  """Bad input found before any work; the CLI prints it as one line and exits with status 2."""
+
+
+class InMemoryData:
+  """Every split replicated on every device as uint8; batches are index vectors."""
+
+  def __init__(self, dataset: sources.Dataset, config, mesh: Mesh):
+    if len(dataset.train) < config.batch_size:
+      raise ValueError(f'batch_size={config.batch_size} exceeds the {len(dataset.train)} '
+                       'training examples; lower batch_size')
+    mean, std = pixel_stats(dataset.train.images, config.normalization)
+    stats = parallel.replicate({'mean': mean, 'std': std}, mesh)
+    splits = {'train': dataset.train, 'val': dataset.val, 'test': dataset.test}
+    self._splits = {name: split for name, split in splits.items() if split is not None}
+    self._arrays = {
+        name: {**parallel.replicate({'images': s.images, 'labels': s.labels}, mesh), **stats}
+        for name, s in self._splits.items()}
+    self.num_classes = dataset.num_classes
+    self.image_shape = tuple(dataset.train.images.shape[1:])
+    self.eval_splits = ('val', 'test') if dataset.val is not None else ('test',)
+    self.prepare = functools.partial(steps.prepare_in_memory, augment_images=config.augment)
+    self._seed, self._batch_size = config.seed, config.batch_size
+    self._eval_batch_size, self._steps_per_call = config.eval_batch_size, config.steps_per_call
+    self._train_sharding = parallel.batch_sharding(mesh, config.steps_per_call > 1)
+    self._eval_sharding = parallel.batch_sharding(mesh)
+
+  def arrays(self, split: str):
+    return self._arrays[split]
+
+  def train_batch(self, step: int):
+    index = order.train_batch_indices_many(
+        self._seed, step, self._steps_per_call, len(self._splits['train']), self._batch_size)
+    if self._steps_per_call == 1:
+      index = index[0]
+    return parallel.shard_global_batch({'index': index}, self._train_sharding)
+
+  def eval_batches(self, split: str) -> Iterator:
+    for index, mask in order.eval_batches(len(self._splits[split]), self._eval_batch_size):
+      yield parallel.shard_global_batch({'index': index, 'mask': mask}, self._eval_sharding)
+
+
+class StreamedData:
+  """A streaming pipeline (resnet_jax.data.streaming) behind the loop's seam.
+
+  Per-process batches, already augmented and normalised by tf.data, are assembled into
+  global arrays sharded over 'data'; K = steps_per_call consecutive batches are stacked
+  on a leading axis for the fused multi-step call.
+  """
+
+  def __init__(self, stream, config, mesh: Mesh):
+    self._stream = stream
+    self.num_classes = stream.num_classes
+    self.image_shape = (stream.image_size, stream.image_size, 3)
+    self.eval_splits = tuple(stream.eval_splits)
+    self.prepare = steps.prepare_streamed
+    self._steps_per_call = config.steps_per_call
+    self._train_sharding = parallel.batch_sharding(mesh, config.steps_per_call > 1)
+    self._eval_sharding = parallel.batch_sharding(mesh)
+    self._batches, self._next_step = iter(()), None
+
+  def arrays(self, split: str) -> dict:
+    del split
+    return {}
+
+  def train_batch(self, step: int):
+    if step != self._next_step:
+      self._batches = self._stream.train_iter(step)
+    batches = [next(self._batches) for _ in range(self._steps_per_call)]
+    self._next_step = step + self._steps_per_call
+    batch = batches[0] if self._steps_per_call == 1 else jax.tree.map(
+        lambda *leaves: np.stack(leaves), *batches)
+    return parallel.shard_local_batch(batch, self._train_sharding)
+
+  def eval_batches(self, split: str) -> Iterator:
+    for batch in self._stream.eval_iter(split):
+      yield parallel.shard_local_batch(batch, self._eval_sharding)
+
+
+def load_data(config, mesh: Mesh) -> InMemoryData | StreamedData:
+  """The data object for config.dataset; data errors become ConfigError (nothing written yet)."""
+  try:
+    if config.dataset in STREAMING_DATASETS:
+      from resnet_jax.data import streaming  # pylint: disable=import-outside-toplevel
+      return StreamedData(streaming.load_streaming(config), config, mesh)
+    return InMemoryData(sources.load_dataset(config), config, mesh)
+  except ValueError as error:
+    raise ConfigError(str(error)) from None
