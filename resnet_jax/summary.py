@@ -13,15 +13,16 @@ import argparse
 import functools
 import json
 import math
+import operator
 import sys
 from collections.abc import Sequence
 from typing import NamedTuple
 
 import flax.linen as nn
 import jax
-import jax.numpy as jnp
 
 from resnet_jax.models import get_model, input_size, parse_name
+from resnet_jax.models.probe import Call, abstract_init
 
 
 class Layer(NamedTuple):
@@ -45,31 +46,22 @@ class Profile(NamedTuple):
 def profile(name: str) -> Profile:
   """Shapes, parameters and multiply-adds of `name`, layer by layer, for one image."""
   model, size = get_model(name), input_size(name)
-  calls = []  # (path, class name, output shape, multiply-adds) in call order
-
-  def record(next_fun, args, kwargs, context):
-    if context.method_name != '__call__':
-      return next_fun(*args, **kwargs)
-    index = len(calls)
-    calls.append(None)
-    out = next_fun(*args, **kwargs)
-    macs = 0
-    if isinstance(context.module, (nn.Conv, nn.Dense)):
-      kernel = context.module.variables['params']['kernel']
-      macs = out.size // out.shape[-1] * kernel.size  # output positions x weights per position
-    calls[index] = (context.module.path, type(context.module).__name__, out.shape[1:], macs)
-    return out
-
-  def init():
-    with nn.intercept_methods(record):
-      return model.init(jax.random.key(0), jnp.zeros((1, size, size, 3)), train=False)
-
-  params = jax.eval_shape(init)['params']
+  variables, calls = abstract_init(model, size)
+  params = variables['params']
+  macs = [(call.path, _macs(call, params)) for call in calls]
   layers = [
-      Layer(path[0], kind, tuple(shape), _size(params[path[0]]),
-            sum(c[3] for c in calls if c[0][:1] == path))
-      for path, kind, shape, _ in calls if len(path) == 1]
-  return Profile(name, size, model.num_classes, layers, _size(params), sum(c[3] for c in calls))
+      Layer(call.path[0], call.kind.__name__, call.output.shape[1:], _size(params[call.path[0]]),
+            sum(m for path, m in macs if path[:1] == call.path))
+      for call in calls if len(call.path) == 1]
+  return Profile(name, size, model.num_classes, layers, _size(params), sum(m for _, m in macs))
+
+
+def _macs(call: Call, params: dict) -> int:
+  """Output positions x weights per position for a convolution or dense layer, else 0."""
+  if not issubclass(call.kind, (nn.Conv, nn.Dense)):
+    return 0
+  kernel = functools.reduce(operator.getitem, call.path, params)['kernel']
+  return math.prod(call.output.shape[:-1]) * math.prod(kernel.shape)
 
 
 def _size(tree) -> int:

@@ -21,12 +21,11 @@ import re
 from collections.abc import Mapping
 from typing import Any, NamedTuple
 
-import jax
-import jax.numpy as jnp
 import numpy as np
 from flax.traverse_util import flatten_dict, unflatten_dict
 
 from resnet_jax.models import get_model, input_size
+from resnet_jax.models.probe import abstract_init
 
 
 class Layout(NamedTuple):
@@ -37,22 +36,22 @@ class Layout(NamedTuple):
 
 
 LAYOUTS = {
-    "torchvision": Layout(head="fc", shortcut="downsample"),
-    "cifar": Layout(head="linear", shortcut="shortcut"),
+    'torchvision': Layout(head='fc', shortcut='downsample'),
+    'cifar': Layout(head='linear', shortcut='shortcut'),
 }
 
 # (collection, our leaf) -> PyTorch tensor name, in PyTorch's state_dict order.
 _LEAVES = {
-    ("params", "kernel"): "weight",
-    ("params", "scale"): "weight",
-    ("params", "bias"): "bias",
-    ("batch_stats", "mean"): "running_mean",
-    ("batch_stats", "var"): "running_var",
+    ('params', 'kernel'): 'weight',
+    ('params', 'scale'): 'weight',
+    ('params', 'bias'): 'bias',
+    ('batch_stats', 'mean'): 'running_mean',
+    ('batch_stats', 'var'): 'running_var',
 }
 # Axis permutation from our array to PyTorch's, by rank: HWIO -> OIHW, (in, out) -> (out, in).
 _TO_TORCH_AXES = {4: (3, 2, 0, 1), 2: (1, 0)}
-_BLOCK = re.compile(r"stage(\d+)_block(\d+)")
-_BLOCK_LAYER = re.compile(r"(conv|bn)\d")
+_BLOCK = re.compile(r'stage(\d+)_block(\d+)')
+_BLOCK_LAYER = re.compile(r'(conv|bn)\d')
 
 
 class _Tensor(NamedTuple):
@@ -64,7 +63,7 @@ class _Tensor(NamedTuple):
 
   @property
   def key(self) -> str:
-    return f"{self.module}.{self.name}"
+    return f'{self.module}.{self.name}'
 
   @property
   def torch_shape(self) -> tuple[int, ...]:
@@ -73,39 +72,28 @@ class _Tensor(NamedTuple):
 
 def layout_name(model_name: str) -> str:
   """'cifar' for the CIFAR family (32x32 inputs), 'torchvision' for the ImageNet family."""
-  return "cifar" if input_size(model_name) == 32 else "torchvision"
+  return 'cifar' if input_size(model_name) == 32 else 'torchvision'
 
 
 def _torch_module(path: tuple[str, ...], layout: Layout) -> str | None:
   """Our module path -> the PyTorch module name, or None where the layout has no counterpart."""
-  top = {("stem_conv",): "conv1", ("stem_bn",): "bn1", ("head",): layout.head}
+  top = {('stem_conv',): 'conv1', ('stem_bn',): 'bn1', ('head',): layout.head}
   if path in top:
     return top[path]
   if len(path) != 2 or not (block := _BLOCK.fullmatch(path[0])):
     return None
   layer = path[1]
-  shortcut = {"shortcut_conv": f"{layout.shortcut}.0", "shortcut_bn": f"{layout.shortcut}.1"}
+  shortcut = {'shortcut_conv': f'{layout.shortcut}.0', 'shortcut_bn': f'{layout.shortcut}.1'}
   if not _BLOCK_LAYER.fullmatch(layer) and layer not in shortcut:
     return None
-  return f"layer{block[1]}.{int(block[2]) - 1}.{shortcut.get(layer, layer)}"
+  return f'layer{block[1]}.{int(block[2]) - 1}.{shortcut.get(layer, layer)}'
 
 
 def _variable_shapes(model_name: str, num_classes: int | None) -> dict[str, tuple[int, ...]]:
-  """Shapes of the model's variables ('params/stem_conv/kernel': shape), in creation order.
-
-  jax.eval_shape returns dicts with sorted keys; the order in which flax creates the variables
-  (network order) is only seen inside the traced function, so it is recorded there.
-  """
+  """Shapes of the model's variables ('params/stem_conv/kernel': shape), in network order."""
   model = get_model(model_name, num_classes=num_classes)
-  size = input_size(model_name)
-  shapes = {}
-
-  def init() -> None:
-    variables = model.init(jax.random.key(0), jnp.zeros((1, size, size, 3)), train=False)
-    shapes.update({key: leaf.shape for key, leaf in flatten_dict(variables, sep="/").items()})
-
-  jax.eval_shape(init)
-  return shapes
+  variables, _ = abstract_init(model, input_size(model_name))
+  return {key: leaf.shape for key, leaf in flatten_dict(variables, sep='/').items()}
 
 
 @functools.lru_cache(maxsize=16)
@@ -114,12 +102,12 @@ def _tensors(model_name: str, num_classes: int | None) -> tuple[_Tensor, ...]:
   layout = LAYOUTS[layout_name(model_name)]
   tensors = []
   for ours, shape in _variable_shapes(model_name, num_classes).items():
-    collection, *path, leaf = ours.split("/")
+    collection, *path, leaf = ours.split('/')
     module = _torch_module(tuple(path), layout)
     if module is None or (collection, leaf) not in _LEAVES:
       raise ValueError(
-          f"{model_name} has {ours!r}, which the PyTorch {layout_name(model_name)!r} layout "
-          "lacks; convert a plain/resnet (v1, v1.5, CIFAR option A/B/C) model instead")
+          f'{model_name} has {ours!r}, which the PyTorch {layout_name(model_name)!r} layout '
+          'lacks; convert a plain/resnet (v1, v1.5, CIFAR option A/B/C) model instead')
     axes = _TO_TORCH_AXES.get(len(shape), tuple(range(len(shape))))
     tensors.append(_Tensor(ours, module, _LEAVES[collection, leaf], axes, shape))
   modules = {module: i for i, module in enumerate(dict.fromkeys(t.module for t in tensors))}
@@ -132,26 +120,26 @@ def _check(found: Mapping[str, Any], expected: Mapping[str, tuple[int, ...]],
   """Raise one ValueError naming the first missing, mis-shaped or unexpected entry of found."""
   for key, shape in expected.items():
     if key not in found:
-      prefixed = f"module.{key}" in found
-      hint = "; strip the 'module.' prefix of DataParallel" if prefixed else ""
-      raise ValueError(f"{source} has no {key!r} (expected shape {shape}){hint}")
+      prefixed = f'module.{key}' in found
+      hint = "; strip the 'module.' prefix of DataParallel" if prefixed else ''
+      raise ValueError(f'{source} has no {key!r} (expected shape {shape}){hint}')
     if tuple(found[key].shape) != shape:
-      raise ValueError(f"{key!r} has shape {tuple(found[key].shape)} but {what} needs "
-                       f"{shape}; pass the matching model_name and num_classes")
+      raise ValueError(f'{key!r} has shape {tuple(found[key].shape)} but {what} needs '
+                       f'{shape}; pass the matching model_name and num_classes')
   unexpected = [key for key in found if key not in expected and key not in ignored]
   if unexpected:
-    raise ValueError(f"{source} has {len(unexpected)} key(s) that {what} lacks, first "
-                     f"{unexpected[0]!r}; pass the matching model_name")
+    raise ValueError(f'{source} has {len(unexpected)} key(s) that {what} lacks, first '
+                     f'{unexpected[0]!r}; pass the matching model_name')
 
 
 def _describe(model_name: str, tensors: tuple[_Tensor, ...]) -> str:
-  head = next(t for t in tensors if t.ours == "params/head/kernel")
-  return f"{model_name} with {head.shape[-1]} classes"
+  head = next(t for t in tensors if t.ours == 'params/head/kernel')
+  return f'{model_name} with {head.shape[-1]} classes'
 
 
 def _as_float32(value: Any) -> np.ndarray:
   """A float32 copy (never a view of the PyTorch tensor) of a torch tensor or array."""
-  if hasattr(value, "detach"):  # a torch.Tensor; .float() also covers bfloat16, unknown to numpy
+  if hasattr(value, 'detach'):  # a torch.Tensor; .float() also covers bfloat16, unknown to numpy
     value = value.detach().cpu().float().numpy()
   return np.array(value, dtype=np.float32)
 
@@ -165,12 +153,12 @@ def from_torch(state_dict: Mapping[str, Any], model_name: str,
   that does not fit raises one ValueError naming the first offending tensor.
   """
   tensors = _tensors(model_name, num_classes)
-  batchnorms = {f"{t.module}.num_batches_tracked" for t in tensors if t.name == "running_var"}
-  _check(state_dict, {t.key: t.torch_shape for t in tensors}, batchnorms, "state_dict",
+  batchnorms = {f'{t.module}.num_batches_tracked' for t in tensors if t.name == 'running_var'}
+  _check(state_dict, {t.key: t.torch_shape for t in tensors}, batchnorms, 'state_dict',
          _describe(model_name, tensors))
   flat = {t.ours: np.transpose(_as_float32(state_dict[t.key]), np.argsort(t.axes))
           for t in tensors}
-  return unflatten_dict(flat, sep="/")
+  return unflatten_dict(flat, sep='/')
 
 
 def to_torch(variables: Mapping[str, Any], model_name: str) -> dict[str, np.ndarray]:
@@ -179,17 +167,17 @@ def to_torch(variables: Mapping[str, Any], model_name: str) -> dict[str, np.ndar
   BatchNorm layers also get num_batches_tracked (0), so that after torch.from_numpy
   `load_state_dict(strict=True)` of the matching PyTorch ResNet accepts the result.
   """
-  if not {"params", "batch_stats"} <= set(variables):
+  if not {'params', 'batch_stats'} <= set(variables):
     raise ValueError(f"variables have {sorted(variables)}; pass {{'params', 'batch_stats'}}")
-  flat = flatten_dict({c: variables[c] for c in ("params", "batch_stats")}, sep="/")
-  head = flat.get("params/head/kernel")
+  flat = flatten_dict({c: variables[c] for c in ('params', 'batch_stats')}, sep='/')
+  head = flat.get('params/head/kernel')
   tensors = _tensors(model_name, None if head is None else head.shape[-1])
-  _check(flat, {t.ours: t.shape for t in tensors}, set(), "variables",
+  _check(flat, {t.ours: t.shape for t in tensors}, set(), 'variables',
          _describe(model_name, tensors))
   state_dict = {}
   for t in tensors:
     value = np.transpose(np.array(flat[t.ours], dtype=np.float32), t.axes)
     state_dict[t.key] = np.ascontiguousarray(value)
-    if t.name == "running_var":
-      state_dict[f"{t.module}.num_batches_tracked"] = np.array(0, dtype=np.int64)
+    if t.name == 'running_var':
+      state_dict[f'{t.module}.num_batches_tracked'] = np.array(0, dtype=np.int64)
   return state_dict

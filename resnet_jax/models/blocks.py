@@ -3,7 +3,13 @@ Mappings"), and the network that stacks them into stages.
 
 Parameter names are a contract (interop and the gradient-norm figure rely on them):
 `stem_conv`, `stem_bn`, `stage{s}_block{b}` holding `conv{i}`, `bn{i}`, `shortcut_conv`,
-`shortcut_bn`, `gate`; `final_bn` (pre-activation networks); `head`.
+`shortcut_bn` (post-activation projections only), `gate`; `final_bn` (pre-activation networks);
+`head`.
+
+Pre-activation details follow the two Torch codes of He 2016: the authors' CIFAR ResNet-164/1001
+(KaimingHe/resnet-1k-layers, resnet-pre-act.lua) and fb.resnet.torch's ImageNet networks
+(facebook/fb.resnet.torch, models/preresnet.lua as of commit 7ac4a9f, after pull request #42;
+earlier versions put a BN after the projection and fed it the raw input).
 
 Convolutions pad k // 2 on every side, as PyTorch's padding=k//2: a stride-2 convolution then
 samples the positions 0, 2, 4, ... that option A's subsampling keeps, and PyTorch weights compute
@@ -59,8 +65,9 @@ def branch_layers(width: int, strides: int, bottleneck: bool,
   """(kernel, features, strides) of the residual branch's convolutions, in order.
 
   Basic: two 3x3 (He 2015 Fig. 2 / Fig. 5 left). Bottleneck: 1x1 reduce, 3x3, 1x1 expand x4
-  (Fig. 5 right); the paper strides the first 1x1, `stride_on_3x3` strides the 3x3 instead
-  (ResNet v1.5 of torchvision, and the pre-activation code of He 2016).
+  (Fig. 5 right); He 2015 and the authors' pre-activation CIFAR code (resnet-pre-act.lua) stride
+  the first 1x1, `stride_on_3x3` strides the 3x3 instead (torchvision's ResNet v1.5 and
+  fb.resnet.torch's preresnet.lua).
   """
   if not bottleneck:
     return [(3, width, strides), (3, width, 1)]
@@ -83,21 +90,24 @@ def option_a(x: jnp.ndarray, features: int, strides: int) -> jnp.ndarray:
 
 
 def projects(kind: str, in_features: int, features: int, strides: int) -> bool:
-  """Whether shortcut option `kind` uses a projection here (B: where the shape changes; C: always)."""
+  """Whether shortcut option `kind` projects here (B: where the shape changes; C: always)."""
   return kind == 'C' or (kind == 'B' and (strides > 1 or in_features != features))
 
 
 def apply_shortcut(x: jnp.ndarray, features: int, strides: int, kind: str, conv: ModuleDef,
-                   norm: ModuleDef) -> jnp.ndarray:
-  """Shortcut option A (identity / subsample + zero pad), B (1x1 projection + BN only where the
-  shape changes) or C (projection on every block), He 2015 sec. 3.3.
+                   norm: ModuleDef | None) -> jnp.ndarray:
+  """Shortcut option A (identity / subsample + zero pad) or B (1x1 projection only where the
+  shape changes), both defined in He 2015 sec. 3.3, or C (projection on every block), added in
+  sec. 4.1 where Table 3 compares the three.
 
-  Called inside a block's compact method, so `shortcut_conv` and `shortcut_bn` belong to it.
+  The projection is followed by BN (`norm`), as every convolution of He 2015; `norm=None` leaves
+  it a lone convolution, as the pre-activation codes of He 2016 have it. Called inside a block's
+  compact method, so `shortcut_conv` and `shortcut_bn` belong to it.
   """
-  if projects(kind, x.shape[-1], features, strides):
-    x = conv_layer(conv, features, 1, strides, name='shortcut_conv')(x)
-    return norm(name='shortcut_bn')(x)
-  return option_a(x, features, strides)
+  if not projects(kind, x.shape[-1], features, strides):
+    return option_a(x, features, strides)
+  x = conv_layer(conv, features, 1, strides, name='shortcut_conv')(x)
+  return x if norm is None else norm(name='shortcut_bn')(x)
 
 
 class ResidualBlock(nn.Module):
@@ -144,9 +154,15 @@ class ResidualBlock(nn.Module):
 class PreActivationBlock(nn.Module):
   """Pre-activation unit (He 2016 Fig. 1b / Fig. 4e): BN-ReLU-conv ... BN-ReLU-conv, add.
 
-  `bn{i}` is the BN before `conv{i}`. A projection shortcut takes the pre-activated input; an
-  identity shortcut the raw one. The network's first unit has no `bn1`: its input is already
-  the stem's BN-ReLU output, shared as in the paper's code (`preactivated=True`).
+  `bn{i}` is the BN before `conv{i}`. Where the shape changes, BN-ReLU comes before the split
+  and the projection shortcut is a 1x1 convolution of the pre-activated input with no BN of its
+  own: the "Residual Units for increasing dimensions" of resnet-pre-act.lua and the
+  'both_preact' units of preresnet.lua alike. An identity shortcut takes the raw input. The
+  bottleneck strides its first 1x1 (resnet-pre-act.lua, CIFAR) or, with `stride_on_3x3`, its
+  3x3 (preresnet.lua, ImageNet). The network's first unit has no `bn1` (`preactivated=True`):
+  its input is already the stem's BN-ReLU output, the activation He 2016 (appendix) puts "right
+  after conv1 and before splitting into two paths" (preresnet.lua's 'no_preact' unit; in
+  resnet-pre-act.lua it is the first unit's own BN, the same function and parameters).
   """
   width: int
   strides: int
@@ -154,17 +170,18 @@ class PreActivationBlock(nn.Module):
   norm: ModuleDef
   shortcut: str = 'B'
   bottleneck: bool = False
+  stride_on_3x3: bool = False
   preactivated: bool = False
   zero_init_residual: bool = False
 
   @nn.compact
   def __call__(self, x: jnp.ndarray) -> jnp.ndarray:
-    layers = branch_layers(self.width, self.strides, self.bottleneck, stride_on_3x3=True)
+    layers = branch_layers(self.width, self.strides, self.bottleneck, self.stride_on_3x3)
     features = layers[-1][1]
     y = x if self.preactivated else nn.relu(self.norm(name='bn1')(x))
     projection = projects(self.shortcut, x.shape[-1], features, self.strides)
     carry = apply_shortcut(y if projection else x, features, self.strides, self.shortcut,
-                           self.conv, self.norm)
+                           self.conv, norm=None)
     for i, (kernel, width, strides) in enumerate(layers, 1):
       if i > 1:
         zero = i == len(layers) and self.zero_init_residual
@@ -181,6 +198,8 @@ class ResNet(nn.Module):
   bottlenecks); every stage after the first halves the feature map in its first block. The stem
   is a `stem_kernel` convolution of `widths[0]` filters with stride `stem_strides`, BN and ReLU,
   then a 3x3/2 max-pool if `stem_pool`. Pre-activation networks end with `final_bn` and ReLU.
+  `shortcut` is one of SHORTCUTS ('none': the plain network, post-activation only);
+  `stride_on_3x3` moves a bottleneck's stride from its first 1x1 to its 3x3.
   Convolutions are He-initialised; the classifier `head` keeps flax's Dense default (LeCun
   normal kernel, zero bias), as no ReLU follows it.
   """
@@ -197,6 +216,13 @@ class ResNet(nn.Module):
   gated: bool = False
   zero_init_residual: bool = False
   dtype: Any = jnp.float32
+
+  def __post_init__(self) -> None:
+    if self.shortcut not in SHORTCUTS:
+      raise ValueError(f'unknown shortcut {self.shortcut!r}: use one of {", ".join(SHORTCUTS)}')
+    if self.preactivation and self.shortcut == 'none':
+      raise ValueError("pre-activation units need a shortcut: use 'A', 'B' or 'C'")
+    super().__post_init__()
 
   @nn.compact
   def __call__(self, x: jnp.ndarray, train: bool = False) -> jnp.ndarray:
@@ -218,8 +244,7 @@ class ResNet(nn.Module):
   def _block(self, stage: int, block: int) -> ModuleDef:
     """The unit class of this network, with everything but width, strides and layers bound."""
     common = dict(shortcut=self.shortcut, bottleneck=self.bottleneck,
-                  zero_init_residual=self.zero_init_residual)
+                  stride_on_3x3=self.stride_on_3x3, zero_init_residual=self.zero_init_residual)
     if self.preactivation:
       return functools.partial(PreActivationBlock, preactivated=stage == 1 and block == 1, **common)
-    return functools.partial(ResidualBlock, stride_on_3x3=self.stride_on_3x3, gated=self.gated,
-                             **common)
+    return functools.partial(ResidualBlock, gated=self.gated, **common)

@@ -3,7 +3,9 @@ pre-activation networks of He 2016 (sec. 4, Table 4).
 
 Three stages of 16/32/64 filters on 32/16/8 feature maps after a 3x3 stem of 16 filters; depth
 6n+2 with n two-layer blocks per stage, or 9n+2 with n three-layer bottleneck units (outputs
-64/128/256) for pre-activation networks of depth >= 164.
+64/128/256) for pre-activation networks of depth >= 164. These follow the authors' code
+(KaimingHe/resnet-1k-layers, resnet-pre-act.lua): the bottleneck strides its first 1x1 and
+projection shortcuts have no BN.
 """
 
 from typing import Any

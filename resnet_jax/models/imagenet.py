@@ -3,7 +3,8 @@ plain-18/34 baselines (Table 2, Fig. 4), v1.5 (stride on the 3x3, torchvision) a
 pre-activation v2 of He 2016.
 
 7x7/2 stem of 64 filters, BN, ReLU, 3x3/2 max-pool; stages of 64/128/256/512 filters (x4 outputs
-for bottlenecks) with option B shortcuts (projection only where the shape changes).
+for bottlenecks) with option B shortcuts (projection only where the shape changes). v2 is
+fb.resnet.torch's models/preresnet.lua: bottlenecks stride the 3x3, projections have no BN.
 """
 
 from typing import Any
@@ -19,7 +20,7 @@ PLAIN_DEPTHS = (18, 34)
 VARIANTS = {
     'resnet': dict(shortcut='B'),
     'resnet_v1_5': dict(shortcut='B', stride_on_3x3=True),
-    'resnet_v2': dict(shortcut='B', preactivation=True),
+    'resnet_v2': dict(shortcut='B', preactivation=True, stride_on_3x3=True),
     'plain': dict(shortcut='none'),
 }
 

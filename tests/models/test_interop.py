@@ -108,8 +108,8 @@ class TorchResNet(nn.Module):
         blocks.append(block(inplanes, planes, stride, down))
         inplanes = planes * block.expansion
       self.stages.append(nn.Sequential(*blocks))
-      self.add_module(f"layer{s + 1}", self.stages[-1])
-    self.head_name = "fc" if imagenet else "linear"
+      self.add_module(f'layer{s + 1}', self.stages[-1])
+    self.head_name = 'fc' if imagenet else 'linear'
     self.add_module(self.head_name, nn.Linear(inplanes, num_classes))
 
   def forward(self, x):
@@ -121,11 +121,11 @@ class TorchResNet(nn.Module):
 
 # name -> (block, stage depths, stage widths, imagenet)
 REFERENCES = {
-    "resnet8": (BasicBlock, (1, 1, 1), (16, 32, 64), False),
-    "resnet20": (BasicBlock, (3, 3, 3), (16, 32, 64), False),
-    "resnet18": (BasicBlock, (2, 2, 2, 2), (64, 128, 256, 512), True),
-    "resnet50_v1_5": (Bottleneck, (3, 4, 6, 3), (64, 128, 256, 512), True),
-    "resnet50": (BottleneckV1, (3, 4, 6, 3), (64, 128, 256, 512), True),
+    'resnet8': (BasicBlock, (1, 1, 1), (16, 32, 64), False),
+    'resnet20': (BasicBlock, (3, 3, 3), (16, 32, 64), False),
+    'resnet18': (BasicBlock, (2, 2, 2, 2), (64, 128, 256, 512), True),
+    'resnet50_v1_5': (Bottleneck, (3, 4, 6, 3), (64, 128, 256, 512), True),
+    'resnet50': (BottleneckV1, (3, 4, 6, 3), (64, 128, 256, 512), True),
 }
 
 
@@ -171,50 +171,50 @@ def logits_of_both(name: str, num_classes: int, size: int, variables=None, net=N
   return np.asarray(ours), theirs
 
 
-@pytest.mark.parametrize("name, num_classes, size", [
-    ("resnet20", 10, 32),
-    ("resnet18", 1000, 224),
-    ("resnet50_v1_5", 1000, 224),
-    ("resnet50", 1000, 64),
+@pytest.mark.parametrize('name, num_classes, size', [
+    ('resnet20', 10, 32),
+    ('resnet18', 1000, 224),
+    ('resnet50_v1_5', 1000, 224),
+    ('resnet50', 1000, 64),
 ])
 def test_converted_weights_give_pytorch_logits(name, num_classes, size):
   ours, theirs = logits_of_both(name, num_classes, size)
   error = relative_error(ours, theirs)
-  print(f"{name} {size}x{size}: ||ours - torch|| / ||torch|| = {error:.2e}")
+  print(f'{name} {size}x{size}: ||ours - torch|| / ||torch|| = {error:.2e}')
   assert ours.shape == theirs.shape == (2, num_classes)
   assert error < 1e-5
 
 
 def test_running_statistics_matter():
   """Control for the test above: with default BN statistics the logits are far off."""
-  variables = interop.from_torch(reference("resnet8", 10).state_dict(), "resnet8")
-  variables["batch_stats"] = unflatten_dict({
-      path: np.zeros_like(stats) if path[-1] == "mean" else np.ones_like(stats)
-      for path, stats in flatten_dict(variables["batch_stats"]).items()})
-  assert relative_error(*logits_of_both("resnet8", 10, 32, variables)) > 1e-2
+  variables = interop.from_torch(reference('resnet8', 10).state_dict(), 'resnet8')
+  variables['batch_stats'] = unflatten_dict({
+      path: np.zeros_like(stats) if path[-1] == 'mean' else np.ones_like(stats)
+      for path, stats in flatten_dict(variables['batch_stats']).items()})
+  assert relative_error(*logits_of_both('resnet8', 10, 32, variables)) > 1e-2
 
 
 def test_exported_weights_give_our_logits_in_pytorch():
   """The other direction on its own: random variables of our resnet8 exported to PyTorch."""
-  init = functools.partial(get_model("resnet8").init, train=False)
+  init = functools.partial(get_model('resnet8').init, train=False)
   shapes = jax.eval_shape(init, jax.random.key(0), jnp.zeros((1, 32, 32, 3)))
   rng = np.random.default_rng(0)
 
   def draw(path, leaf):  # He-scaled conv/dense kernels; positive BN variables and biases
-    if path[-1].key == "kernel":
+    if path[-1].key == 'kernel':
       return rng.normal(0.0, np.sqrt(2 / np.prod(leaf.shape[:-1])), leaf.shape)
     return rng.uniform(0.5, 1.5, leaf.shape)
 
   variables = jax.tree_util.tree_map_with_path(draw, shapes)
-  net = torch_resnet("resnet8", 10).eval()
-  exported = interop.to_torch(variables, "resnet8")
+  net = torch_resnet('resnet8', 10).eval()
+  exported = interop.to_torch(variables, 'resnet8')
   net.load_state_dict({key: torch.from_numpy(value) for key, value in exported.items()})
-  ours, theirs = logits_of_both("resnet8", 10, 32, variables, net)
+  ours, theirs = logits_of_both('resnet8', 10, 32, variables, net)
   assert relative_error(ours, theirs) < 1e-5
 
 
-@pytest.mark.parametrize("name, num_classes", [
-    ("resnet8", 100), ("resnet20", 10), ("resnet18", 1000), ("resnet50_v1_5", 1000)])
+@pytest.mark.parametrize('name, num_classes', [
+    ('resnet8', 100), ('resnet20', 10), ('resnet18', 1000), ('resnet50_v1_5', 1000)])
 def test_export_round_trips_and_loads_strictly(name, num_classes):
   net = reference(name, num_classes)
   state_dict = {key: value.numpy() for key, value in net.state_dict().items()}
@@ -230,57 +230,57 @@ def test_export_round_trips_and_loads_strictly(name, num_classes):
 
 
 def resnet18_state_dict() -> dict:
-  return dict(reference("resnet18", 1000).state_dict())
+  return dict(reference('resnet18', 1000).state_dict())
 
 
 def test_first_missing_tensor_is_named():
   state_dict = resnet18_state_dict()
-  for key in ("fc.bias", "layer3.0.conv1.weight", "layer2.0.conv1.weight"):
+  for key in ('fc.bias', 'layer3.0.conv1.weight', 'layer2.0.conv1.weight'):
     del state_dict[key]
   with pytest.raises(ValueError, match=r"no 'layer2\.0\.conv1\.weight' .*\(128, 64, 3, 3\)"):
-    interop.from_torch(state_dict, "resnet18")
+    interop.from_torch(state_dict, 'resnet18')
 
 
 def test_misshaped_tensor_is_named():
   state_dict = resnet18_state_dict()
-  state_dict["fc.weight"] = torch.zeros(10, 512)
+  state_dict['fc.weight'] = torch.zeros(10, 512)
   with pytest.raises(ValueError, match=r"'fc\.weight' has shape \(10, 512\) but resnet18 "
                                        r"with 1000 classes needs \(1000, 512\)"):
-    interop.from_torch(state_dict, "resnet18")
+    interop.from_torch(state_dict, 'resnet18')
 
 
 def test_unexpected_tensor_is_named():
   state_dict = resnet18_state_dict()
-  state_dict["layer5.0.conv1.weight"] = torch.zeros(1)
+  state_dict['layer5.0.conv1.weight'] = torch.zeros(1)
   with pytest.raises(ValueError, match=r"1 key\(s\) that resnet18 .* 'layer5\.0\.conv1"):
-    interop.from_torch(state_dict, "resnet18")
+    interop.from_torch(state_dict, 'resnet18')
 
 
 def test_dataparallel_prefix_gets_a_hint():
-  state_dict = {f"module.{key}": value for key, value in resnet18_state_dict().items()}
+  state_dict = {f'module.{key}': value for key, value in resnet18_state_dict().items()}
   with pytest.raises(ValueError, match=r"no 'conv1\.weight'.*'module\.' prefix"):
-    interop.from_torch(state_dict, "resnet18")
+    interop.from_torch(state_dict, 'resnet18')
 
 
-@pytest.mark.parametrize("name, layer", [("resnet20_v2", "final_bn"), ("highway20", "gate")])
+@pytest.mark.parametrize('name, layer', [('resnet20_v2', 'final_bn'), ('highway20', 'gate')])
 def test_layers_without_pytorch_counterpart_are_refused(name, layer):
   with pytest.raises(ValueError, match=layer):
     interop.from_torch({}, name)
 
 
 def test_export_checks_the_variables_against_the_model():
-  variables = interop.from_torch(reference("resnet8", 10).state_dict(), "resnet8")
+  variables = interop.from_torch(reference('resnet8', 10).state_dict(), 'resnet8')
   with pytest.raises(ValueError, match=r"no 'params/stage1_block2/"):
-    interop.to_torch(variables, "resnet20")
+    interop.to_torch(variables, 'resnet20')
 
 
 def test_imports_and_converts_numpy_without_torch(monkeypatch):
-  state_dict = reference("resnet8", 10).state_dict()
-  expected = interop.from_torch(state_dict, "resnet8")
+  state_dict = reference('resnet8', 10).state_dict()
+  expected = interop.from_torch(state_dict, 'resnet8')
   arrays = {key: value.numpy() for key, value in state_dict.items()}
-  monkeypatch.setitem(sys.modules, "torch", None)  # any `import torch` now fails
+  monkeypatch.setitem(sys.modules, 'torch', None)  # any `import torch` now fails
   module = importlib.reload(interop)
-  converted = module.from_torch(arrays, "resnet8")
+  converted = module.from_torch(arrays, 'resnet8')
   converted, expected = flatten_dict(converted), flatten_dict(expected)
   assert converted.keys() == expected.keys()
   assert all(np.array_equal(converted[key], expected[key]) for key in expected)
