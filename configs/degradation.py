@@ -30,14 +30,14 @@ plain/resnet depth 6n+2 is accepted too (e.g. resnet8, for tests).
 import ml_collections
 
 from configs import cifar10
-from resnet_jax.study import parse_model
+from resnet_jax.study.runs import parse_model
 
-PAPER_MODELS = ("plain20", "plain32", "plain44", "plain56",
-                "resnet20", "resnet32", "resnet44", "resnet56", "resnet110")
-GRAD_NORM_MODELS = ("plain56", "resnet56")
+PAPER_MODELS = ('plain20', 'plain32', 'plain44', 'plain56',
+                'resnet20', 'resnet32', 'resnet44', 'resnet56', 'resnet110')
+GRAD_NORM_MODELS = ('plain56', 'resnet56')
 
 
-def get_config(model: str = "resnet20") -> ml_collections.ConfigDict:
+def get_config(model: str = 'resnet20') -> ml_collections.ConfigDict:
   """configs/cifar10.py's sec. 4.2 recipe for `model` with the 45k/5k split and, for the
   56-layer pair, per-layer gradient norms."""
   parse_model(model)

@@ -11,5 +11,5 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the repo root, i
 
 from resnet_jax.study import runner  # noqa: E402
 
-if __name__ == "__main__":
+if __name__ == '__main__':
   runner.main()

@@ -1,65 +1,63 @@
-"""Figures of the degradation study, drawn only from the runs' metrics.jsonl.
+"""Figures of the degradation study (He et al. 2015, Fig. 1 and Fig. 6), drawn only from the
+runs' metrics.jsonl; `python experiments/degradation.py --workdir=DIR --plot-only` redraws them.
 
-    python -m resnet_jax.study.figures DIR   # (re)draws DIR/figures/*.png and *.svg
-
-Each figure function takes `load_runs(DIR)` and returns a matplotlib Figure; every plotted line
-carries a gid '<model>/<metric>' (or '<model>/step<k>') so that its data can be read back.
-Curves are the mean over seeds at the steps that every seed logged.
+Each figure function takes `runs.load_runs(DIR)` and returns a matplotlib Figure; every plotted
+line carries a gid '<model>/<metric>' (or '<model>/step<k>') so that its data can be read back.
+Curves are the mean over seeds at the steps that every seed logged; the x axis counts
+iterations in units of 1e4, as the paper's figures. Every figure's title says what the runs are
+(runs.describe), so quick or unfinished runs are never taken for the paper's.
 """
 
-import argparse
 import math
 import os
 import sys
+import tempfile
 from pathlib import Path
 
 from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
-from resnet_jax.study import (FAMILIES, Run, common_steps, load_runs, mean_curve, models_of,
-                              parse_model, seed_stats)
+from resnet_jax.study.runs import (FAMILIES, Run, common_steps, describe, load_runs, mean_curve,
+                                   models_of, parse_model, seed_stats)
 
-FIGURES_DIR = "figures"
+FIGURES_DIR = 'figures'
+ITERATION_UNIT = 1e4  # He et al. 2015 Fig. 1 and Fig. 6: 'iter. (1e4)'
 EARLY_GRAD_NORM_ROWS = 3
-_TITLES = {"plain": "plain networks", "resnet": "ResNets"}
-_DEPTH_COLOURS = {20: "tab:orange", 32: "tab:blue", 44: "tab:red", 56: "tab:green",
-                  110: "tab:purple"}
+_TITLES = {'plain': 'plain networks', 'resnet': 'ResNets'}
+_DEPTH_COLOURS = {20: 'tab:orange', 32: 'tab:blue', 44: 'tab:red', 56: 'tab:green',
+                  110: 'tab:purple'}
 
 Runs = dict[str, list[Run]]
 
 
 def _label(model: str) -> str:
   family, depth = parse_model(model)
-  return f"{family}-{depth}"
+  return f'{family}-{depth}'
 
 
 def _colour(model: str) -> str:
   """One colour per depth, the same in every figure."""
   depth = parse_model(model)[1]
-  return _DEPTH_COLOURS.get(depth, f"C{depth % 10}")
-
-
-def iteration_scale(runs: Runs) -> float:
-  """Iterations per x unit: 1e4 as in the paper's figures, 1 for runs shorter than 2e4 steps."""
-  steps = (row["step"] for found in runs.values() for run in found for row in run.rows)
-  last = max(steps, default=0)
-  return 1e4 if last >= 2e4 else 1.0
-
-
-def _x_label(scale: float) -> str:
-  return "iter. (1e4)" if scale == 1e4 else "iterations"
+  return _DEPTH_COLOURS.get(depth, f'C{depth % 10}')
 
 
 def _require(models: list[str], what: str) -> None:
   if not models:
-    raise ValueError(f"no runs for {what} in this workdir: run those models first")
+    raise ValueError(f'no runs for {what} in this workdir: run those models first')
 
 
-def _plot_curve(ax, runs: list[Run], key: str, scale: float, **style) -> None:
+def _new_figure(runs: Runs, width: float) -> Figure:
+  fig = Figure(figsize=(width, 4.5), layout='constrained')
+  fig.suptitle(describe(runs), fontsize='small')
+  return fig
+
+
+def _plot_curve(ax, runs: list[Run], key: str, **style) -> None:
+  """The mean over seeds of `key` in percent against iterations (1e4)."""
   steps, values = mean_curve(runs, key)
   model = runs[0].model
-  ax.plot([step / scale for step in steps], [100 * value for value in values],
-          color=_colour(model), gid=f"{model}/{key}", **style)
+  ax.plot([step / ITERATION_UNIT for step in steps], [100 * value for value in values],
+          color=_colour(model), gid=f'{model}/{key}', **style)
 
 
 def figure1(runs: Runs) -> Figure:
@@ -67,77 +65,77 @@ def figure1(runs: Runs) -> Figure:
 
   Falls back to the shallowest and deepest plain networks present when those two are missing.
   """
-  plain = models_of(runs, "plain")
-  _require(plain, "plain networks")
-  paper = ["plain20", "plain56"]
+  plain = models_of(runs, 'plain')
+  _require(plain, 'plain networks')
+  paper = ['plain20', 'plain56']
   models = paper if set(paper) <= set(plain) else list(dict.fromkeys([plain[0], plain[-1]]))
-  scale = iteration_scale(runs)
-  fig = Figure(figsize=(10, 4), layout="constrained")
-  panels = (("train_error", "training error"), ("test_error", "test error"))
+  fig = _new_figure(runs, 10)
+  panels = (('train_error', 'training error'), ('test_error', 'test error'))
   for ax, (key, title) in zip(fig.subplots(1, 2), panels):
     for model in models:
-      _plot_curve(ax, runs[model], key, scale, label=f"{parse_model(model)[1]}-layer")
-    ax.set(title=title, xlabel=_x_label(scale), ylabel=f"{title} (%)")
+      _plot_curve(ax, runs[model], key, label=f'{parse_model(model)[1]}-layer')
+    ax.set(title=title, xlabel='iter. (1e4)', ylabel=f'{title} (%)')
     ax.legend()
   return fig
 
 
 def figure6(runs: Runs) -> Figure:
-  """He et al. 2015 Fig. 6: plain networks (left) and ResNets (right) on CIFAR-10.
+  """He et al. 2015 Fig. 6 (left, middle): plain networks (left) and ResNets (right).
 
-  Dashed lines are training error, bold lines test error; one colour per depth.
+  Dashed lines are training error, bold lines test error, in percent against iterations (1e4);
+  one colour per depth.
   """
-  _require(models_of(runs, "plain") + models_of(runs, "resnet"), "plain networks or ResNets")
-  scale = iteration_scale(runs)
-  fig = Figure(figsize=(11, 4.5), layout="constrained")
+  _require(models_of(runs, 'plain') + models_of(runs, 'resnet'), 'plain networks or ResNets')
+  fig = _new_figure(runs, 11)
   for ax, family in zip(fig.subplots(1, 2, sharey=True), FAMILIES):
     for model in models_of(runs, family):
-      _plot_curve(ax, runs[model], "train_error", scale, linestyle="--", linewidth=1)
-      _plot_curve(ax, runs[model], "test_error", scale, linewidth=2.5, label=_label(model))
-    ax.set(title=f"{_TITLES[family]} (dashed: training, bold: test)", xlabel=_x_label(scale),
-           ylabel="error (%)")
+      _plot_curve(ax, runs[model], 'train_error', linestyle='--', linewidth=1)
+      _plot_curve(ax, runs[model], 'test_error', linewidth=2.5, label=_label(model))
+    ax.set(title=f'{_TITLES[family]} (dashed: training, bold: test)', xlabel='iter. (1e4)',
+           ylabel='error (%)')
     if ax.lines:
       ax.legend()
   return fig
 
 
 def _final_errors(runs: list[Run], key: str) -> tuple[float, float]:
-  mean, std, _ = seed_stats([run.final(key) for run in runs])
-  return 100 * mean, 0.0 if math.isnan(std) else 100 * std
+  """Mean and sample standard deviation (0 for one seed) over seeds of the final `key`, in %."""
+  mean, std, _ = seed_stats([100 * run.final(key) for run in runs])
+  return mean, 0.0 if math.isnan(std) else std
 
 
 def error_vs_depth(runs: Runs) -> Figure:
   """Final training and test error against depth, plain (left) and residual (right), with the
   standard deviation over seeds as error bars (the trend of He et al. 2015 Fig. 6 and Table 6)."""
-  _require(models_of(runs, "plain") + models_of(runs, "resnet"), "plain networks or ResNets")
-  fig = Figure(figsize=(10, 4), layout="constrained")
-  styles = {"train_error": dict(linestyle="--", label="training"),
-            "test_error": dict(linewidth=2.5, label="test")}
+  _require(models_of(runs, 'plain') + models_of(runs, 'resnet'), 'plain networks or ResNets')
+  fig = _new_figure(runs, 10)
+  styles = {'train_error': dict(linestyle='--', label='training'),
+            'test_error': dict(linewidth=2.5, label='test')}
   for ax, family in zip(fig.subplots(1, 2, sharey=True), FAMILIES):
     models = models_of(runs, family)
     depths = [parse_model(model)[1] for model in models]
-    ax.set(title=_TITLES[family], xlabel="depth (layers)", ylabel="final error (%)", xticks=depths)
+    ax.set(title=_TITLES[family], xlabel='depth (layers)', ylabel='final error (%)', xticks=depths)
     if not models:
       continue
     for key, style in styles.items():
       means, stds = zip(*(_final_errors(runs[model], key) for model in models))
-      bars = ax.errorbar(depths, means, yerr=stds, marker="o", capsize=4, **style)
-      bars.lines[0].set_gid(f"{family}/{key}")
+      bars = ax.errorbar(depths, means, yerr=stds, marker='o', capsize=4, **style)
+      bars.lines[0].set_gid(f'{family}/{key}')
     ax.legend()
   return fig
 
 
 def _grad_norm_model(runs: Runs, family: str) -> str | None:
-  """The deepest model of `family` whose train rows carry "grad_norms"."""
-  logged = [model for model in models_of(runs, family) if runs[model][0].series("grad_norms")]
+  """The deepest model of `family` whose train rows carry 'grad_norms'."""
+  logged = [model for model in models_of(runs, family) if runs[model][0].series('grad_norms')]
   return logged[-1] if logged else None
 
 
 def _early_grad_norms(runs: list[Run]) -> dict[int, list[float]]:
   """{step: per-layer norms, mean over seeds} for the first rows that logged gradient norms."""
   norms = {}
-  for step in common_steps(runs, "grad_norms")[:EARLY_GRAD_NORM_ROWS]:
-    layers = [run.series("grad_norms")[step] for run in runs]
+  for step in common_steps(runs, 'grad_norms')[:EARLY_GRAD_NORM_ROWS]:
+    layers = [run.series('grad_norms')[step] for run in runs]
     norms[step] = [sum(layer[name] for layer in layers) / len(layers) for name in layers[0]]
   return norms
 
@@ -149,67 +147,55 @@ def grad_norms(runs: Runs) -> Figure:
   head; the identity shortcuts of a ResNet carry it back (He et al. 2015 sec. 4.1 discuss why
   plain nets are hard to optimise; this figure shows the signal the optimiser gets).
   """
-  models = [_grad_norm_model(runs, family) for family in FAMILIES]
-  models = [model for model in models if model]
-  _require(models, "models logged with log_grad_norms=True")
-  fig = Figure(figsize=(5 * len(models), 4), layout="constrained")
+  models = [model for model in (_grad_norm_model(runs, family) for family in FAMILIES) if model]
+  _require(models, 'models logged with log_grad_norms=True')
+  fig = _new_figure(runs, 5 * len(models))
   axes = fig.subplots(1, len(models), sharey=True, squeeze=False)[0]
   for ax, model in zip(axes, models):
     for step, norms in _early_grad_norms(runs[model]).items():
-      ax.plot(range(1, len(norms) + 1), norms, marker=".", label=f"step {step}",
-              gid=f"{model}/step{step}")
-    ax.set(title=_label(model), xlabel="layer (stem conv first, head last)",
-           ylabel="gradient L2 norm", yscale="log")
+      ax.plot(range(1, len(norms) + 1), norms, marker='.', label=f'step {step}',
+              gid=f'{model}/step{step}')
+    ax.set(title=_label(model), xlabel='layer (stem conv first, head last)',
+           ylabel='gradient L2 norm', yscale='log')
     ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.legend()
   return fig
 
 
-FIGURES = {"figure1": figure1, "figure6": figure6, "error_vs_depth": error_vs_depth,
-           "grad_norms": grad_norms}
+FIGURES = {'figure1': figure1, 'figure6': figure6, 'error_vs_depth': error_vs_depth,
+           'grad_norms': grad_norms}
 
 
 def save_figure(fig: Figure, path: Path) -> None:
-  """Saves `fig` atomically; the format follows the suffix (.png or .svg)."""
-  tmp = path.with_name(f".{path.name}.tmp")
-  fmt = path.suffix.removeprefix(".")
-  fig.savefig(tmp, format=fmt, dpi=150, metadata={"Date": None} if fmt == "svg" else None)
-  os.replace(tmp, path)
+  """Saves `fig` through a temporary file beside `path` and os.replace (.png or .svg)."""
+  fmt = path.suffix.removeprefix('.')
+  fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f'.{path.name}.')
+  try:
+    with os.fdopen(fd, 'wb') as file:
+      fig.savefig(file, format=fmt, dpi=150, metadata={'Date': None} if fmt == 'svg' else None)
+    os.replace(tmp, path)
+  except BaseException:
+    os.unlink(tmp)
+    raise
 
 
-def draw_figures(workdir: Path, out_dir: Path | None = None) -> list[Path]:
-  """Draws every figure the runs in `workdir` allow into out_dir (default workdir/figures) as
-  PNG and SVG; returns the files written. A figure whose runs are missing is skipped with a
-  note; a workdir without any run is a ValueError."""
+def draw_figures(workdir: Path) -> list[Path]:
+  """Draws every figure the runs in `workdir` allow into workdir/figures as PNG and SVG;
+  returns the files written. A figure whose runs are missing is skipped with a note; a
+  workdir without any run is a ValueError."""
   runs = load_runs(workdir)
   if not runs:
-    raise ValueError(f"no runs in {workdir}: expected {workdir}/<model>/seed<k>/metrics.jsonl")
-  out_dir = Path(out_dir or Path(workdir) / FIGURES_DIR)
+    raise ValueError(f'no runs in {workdir}: expected {workdir}/<model>/seed<k>/metrics.jsonl')
+  out_dir = Path(workdir) / FIGURES_DIR
   out_dir.mkdir(parents=True, exist_ok=True)
   written = []
   for name, draw in FIGURES.items():
     try:
       fig = draw(runs)
     except ValueError as error:
-      print(f"figures: skipped {name}: {error}", file=sys.stderr)
+      print(f'figures: skipped {name}: {error}', file=sys.stderr)
       continue
-    for suffix in (".png", ".svg"):
-      save_figure(fig, out_dir / f"{name}{suffix}")
-      written.append(out_dir / f"{name}{suffix}")
+    for suffix in ('.png', '.svg'):
+      save_figure(fig, out_dir / f'{name}{suffix}')
+      written.append(out_dir / f'{name}{suffix}')
   return written
-
-
-def main(argv: list[str] | None = None) -> None:
-  parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-  parser.add_argument("workdir", type=Path, help="study folder: DIR/<model>/seed<k>/metrics.jsonl")
-  parser.add_argument("--out_dir", type=Path, default=None, help="default: WORKDIR/figures")
-  args = parser.parse_args(argv)
-  try:
-    paths = draw_figures(args.workdir, args.out_dir)
-  except ValueError as error:
-    raise SystemExit(f"figures: {error}") from None
-  print(*paths, sep="\n")
-
-
-if __name__ == "__main__":
-  main()

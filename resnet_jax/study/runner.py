@@ -6,23 +6,26 @@
 
 Every (model, seed) trains in its own process, `python -m resnet_jax.main
 --config=configs/degradation.py:MODEL --workdir=DIR/MODEL/seedK --config.seed=K ...`, so runs are
-isolated and resumable: a finished run (metrics.jsonl ends with the "end" event) is skipped, an
+isolated and resumable: a finished run (metrics.jsonl ends with the 'end' event) is skipped, an
 interrupted one resumes from its checkpoint; stop the runner at any moment and start it again.
-At the end the figures (DIR/figures) and the table (DIR/results.md, .csv) are drawn from the
-runs' metrics.jsonl. DIR/run_info.json records each invocation's command, git commit, device
-and library versions.
+Before any run starts, every run's config is built from the flags (a bad flag is a one-line
+error) and checked against the config.json of a run already in its folder, so a study is never
+resumed or skipped with another preset's runs. At the end the figures (DIR/figures) and the
+table (DIR/results.md, .csv) are drawn from the runs' metrics.jsonl; --plot-only only redraws
+them. DIR/run_info.json records each invocation's command, git commit, device and versions.
 
 Presets: 'paper' is the sec. 4.2 recipe for the nine networks of Fig. 6 / Table 6. 'quick' keeps
 the shape of the schedule (lr /10 at 1/2 and 3/4 of training) on QUICK_STEPS steps of batch 64
 (RESNET_JAX_QUICK_STEPS shrinks it further, for tests and the notebook) for plain20, plain56,
-resnet20 and resnet56, evaluated on the test set only; it finishes on a 2-core CPU in minutes
-and still shows plain-56 above plain-20 in training error.
+resnet20 and resnet56, evaluated on the test set only; it finishes on a 2-core CPU in under 20
+minutes and shows plain-56 above plain-20 in training error (He et al. 2015 Fig. 1, left).
 """
 
 import argparse
 import dataclasses
 import importlib.metadata
 import json
+import math
 import os
 import platform
 import shlex
@@ -30,40 +33,56 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Sequence
 from pathlib import Path
 
+import ml_collections
+from absl import flags as absl_flags
+from ml_collections import config_flags
+
 from configs import degradation
-from resnet_jax.study import figures, is_finished, parse_model, read_metrics, tables, write_atomic
+from resnet_jax.study import figures, tables
+from resnet_jax.study.runs import is_finished, parse_model
+from resnet_jax.train.metrics import METRICS_FILE, atomic_write_text, read_rows
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
-CONFIG_FILE = "configs/degradation.py"
-QUICK_STEPS = 300
-QUICK_STEPS_ENV = "RESNET_JAX_QUICK_STEPS"
-QUICK_MODELS = ("plain20", "plain56", "resnet20", "resnet56")
-PRESETS = ("paper", "quick")
+CONFIG_FILE = 'configs/degradation.py'
+RUN_CONFIG_FILE = 'config.json'  # written by resnet_jax.train.checkpoint.write_config
+QUICK_STEPS = 300  # the issue's measurement: plain-20 61%, plain-56 85% training error
+QUICK_STEPS_ENV = 'RESNET_JAX_QUICK_STEPS'
+QUICK_MODELS = ('plain20', 'plain56', 'resnet20', 'resnet56')
+QUICK_LOG_ROWS = 30
+QUICK_EVALUATIONS = 3
+QUICK_EVAL_BATCH = 2000  # 5 batches for the 10k CIFAR-10 test images; divides 8 and 16 devices
+PRESETS = ('paper', 'quick')
+RUNNER_FIELDS = ('model', 'seed')  # set per run from --models and --seeds
+# Config fields that make a run's numbers: a run folder holding other values is another study.
+RESULT_FIELDS = ('model', 'seed', 'dataset', 'val_split', 'batch_size', 'num_train_steps',
+                 'learning_rate', 'lr_boundaries', 'warmup_steps', 'weight_decay')
 POLL_SECONDS = 0.5
 STOP_GRACE_SECONDS = 60
-VERSIONED_PACKAGES = ("jax", "jaxlib", "flax", "optax", "orbax-checkpoint", "ml-collections",
-                      "numpy", "tensorflow-cpu", "tensorflow", "tensorflow-datasets", "matplotlib")
+STOP_SIGNALS = (signal.SIGTERM, signal.SIGHUP)  # besides Ctrl-C (SIGINT, KeyboardInterrupt)
+VERSIONED_PACKAGES = ('jax', 'jaxlib', 'flax', 'optax', 'orbax-checkpoint', 'ml-collections',
+                      'numpy', 'tensorflow-cpu', 'tensorflow', 'tensorflow-datasets', 'matplotlib')
 
 
 class _Parser(argparse.ArgumentParser):
   """argparse whose errors are one-line ValueErrors instead of usage text and exit 2."""
 
   def error(self, message: str):
-    raise ValueError(f"{message} (see --help)")
+    raise ValueError(f'{message} (see --help)')
 
 
 def _parser() -> argparse.ArgumentParser:
-  parser = _Parser(prog="experiments/degradation.py", description=__doc__.splitlines()[0])
-  parser.add_argument("--workdir", required=True, type=Path, help="study folder (DIR)")
-  parser.add_argument("--preset", default="paper", help=f"one of {PRESETS}")
-  parser.add_argument("--seeds", default=1, type=int, help="runs per model, seeds 0..N-1")
-  parser.add_argument("--models", default="", help="comma list (default: the preset's models)")
-  parser.add_argument("--parallel", default=1, type=int, help="runs trained at the same time")
-  parser.add_argument("--dataset", default=None, help="config.dataset of every run")
-  parser.add_argument("--data_dir", default=None, help="config.data_dir of every run")
-  parser.add_argument("--plot-only", action="store_true", help="only redraw figures and table")
+  parser = _Parser(prog='experiments/degradation.py', description=__doc__.splitlines()[0])
+  parser.add_argument('--workdir', required=True, type=Path, help='study folder (DIR)')
+  parser.add_argument('--preset', default='paper', help=f'one of {PRESETS}')
+  parser.add_argument('--seeds', default=1, type=int, help='runs per model, seeds 0..N-1')
+  parser.add_argument('--models', default='', help="comma list (default: the preset's models)")
+  parser.add_argument('--parallel', default=1, type=int, help='runs trained at the same time')
+  parser.add_argument('--dataset', default=None, help='config.dataset of every run')
+  parser.add_argument('--data_dir', default=None, help='config.data_dir of every run')
+  parser.add_argument('--plot-only', action='store_true', help='only redraw figures and table')
   return parser
 
 
@@ -83,68 +102,118 @@ class Study:
 def parse_flags(argv: list[str]) -> Study:
   """Parses and checks the runner's flags; any bad flag is a one-line ValueError."""
   args, rest = _parser().parse_known_args(argv)
-  unknown = [arg for arg in rest if not (arg.startswith("--config.") and "=" in arg)]
-  if unknown:
-    raise ValueError(f"unknown flags {unknown}: use the flags of --help or --config.FIELD=VALUE")
+  _check_config_flags(rest)
   if args.preset not in PRESETS:
-    raise ValueError(f"unknown --preset={args.preset!r}: use one of {', '.join(PRESETS)}")
+    raise ValueError(f'unknown --preset={args.preset!r}: use one of {", ".join(PRESETS)}')
   if args.seeds < 1:
-    raise ValueError(f"--seeds={args.seeds}: give at least 1 seed per model")
+    raise ValueError(f'--seeds={args.seeds}: give at least 1 seed per model')
   if args.parallel < 1:
-    raise ValueError(f"--parallel={args.parallel}: give at least 1 run at a time")
-  models = tuple(dict.fromkeys(filter(None, args.models.split(",")))) or _preset_models(args.preset)
+    raise ValueError(f'--parallel={args.parallel}: give at least 1 run at a time')
+  models = tuple(dict.fromkeys(filter(None, args.models.split(',')))) or _preset_models(args.preset)
   for model in models:
     parse_model(model)
-  data_flags = [f"--config.{name}={value}" for name, value in
-                (("dataset", args.dataset), ("data_dir", args.data_dir)) if value is not None]
+  data_flags = [f'--config.{name}={value}' for name, value in
+                (('dataset', args.dataset), ('data_dir', args.data_dir)) if value is not None]
   return Study(args.workdir.resolve(), args.preset, args.seeds, models, args.parallel,
                args.plot_only, tuple(data_flags + rest))
 
 
+def _check_config_flags(rest: list[str]) -> None:
+  """The flags left by argparse must be --config.FIELD=VALUE of fields the runs have."""
+  unknown = [arg for arg in rest if not (arg.startswith('--config.') and '=' in arg)]
+  if unknown:
+    raise ValueError(f'unknown flags {unknown}: use the flags of --help or --config.FIELD=VALUE')
+  fields = [_field(arg) for arg in rest]
+  owned = [field for field in fields if field in RUNNER_FIELDS]
+  if owned:
+    raise ValueError(f'--config.{owned[0]} is set by the runner: use --models and --seeds')
+  missing = sorted(set(fields) - set(degradation.get_config()))
+  if missing:
+    raise ValueError(f'unknown config fields {missing}: use fields of configs/cifar10.py')
+
+
+def _field(flag: str) -> str:
+  return flag.removeprefix('--config.').split('=', 1)[0]
+
+
 def _preset_models(preset: str) -> tuple[str, ...]:
-  return degradation.PAPER_MODELS if preset == "paper" else QUICK_MODELS
+  return degradation.PAPER_MODELS if preset == 'paper' else QUICK_MODELS
 
 
 def quick_steps() -> int:
   """QUICK_STEPS, or the value of RESNET_JAX_QUICK_STEPS (for tests and the notebook)."""
   value = os.environ.get(QUICK_STEPS_ENV, str(QUICK_STEPS))
   if not value.isdigit() or int(value) < 4:
-    raise ValueError(f"{QUICK_STEPS_ENV}={value!r}: give a whole number of train steps >= 4")
+    raise ValueError(f'{QUICK_STEPS_ENV}={value!r}: give a whole number of train steps >= 4')
   return int(value)
 
 
 def preset_overrides(preset: str, model: str) -> dict:
   """Config fields the preset changes for `model` (none for 'paper').
 
-  'quick' scales every step count of the paper's schedule by steps / 64k, so the lr drops stay
-  at 1/2 and 3/4 of training, with batch 64, about 30 log rows and 3 evaluations and
-  checkpoints (at multiples of the log interval, as the loop requires). It evaluates on the
-  test set only (val_split=0): on a 2-core CPU evaluation costs as much as training.
+  'quick' scales every step count of the sec. 4.2 schedule by steps / 64k, so the lr drops stay
+  at 1/2 and 3/4 of training, with batch 64, about QUICK_LOG_ROWS log rows and at most
+  QUICK_EVALUATIONS evaluations and checkpoints, the last at the end (at multiples of the log
+  interval, as the loop requires). It evaluates on the test set only (val_split=0), in large
+  batches: on a 2-core CPU one evaluation of the 10k test images costs about 35 train steps.
   """
-  if preset == "paper":
+  if preset == 'paper':
     return {}
   config, steps = degradation.get_config(model), quick_steps()
   scale = steps / config.num_train_steps
-  log_every = max(1, steps // 30)
-  eval_every = log_every * max(1, round(steps / (3 * log_every)))
+  log_every = max(1, steps // QUICK_LOG_ROWS)
+  eval_every = log_every * math.ceil(steps / (QUICK_EVALUATIONS * log_every))
   return {
-      "num_train_steps": steps,
-      "lr_boundaries": tuple(round(boundary * scale) for boundary in config.lr_boundaries),
-      "warmup_steps": round(config.warmup_steps * scale),
-      "batch_size": 64,
-      "val_split": 0,
-      "log_every_steps": log_every,
-      "eval_every_steps": eval_every,
-      "checkpoint_every_steps": eval_every,
+      'num_train_steps': steps,
+      'lr_boundaries': tuple(round(boundary * scale) for boundary in config.lr_boundaries),
+      'warmup_steps': round(config.warmup_steps * scale),
+      'batch_size': 64,
+      'val_split': 0,
+      'log_every_steps': log_every,
+      'eval_every_steps': eval_every,
+      'checkpoint_every_steps': eval_every,
+      'eval_batch_size': QUICK_EVAL_BATCH,
   }
 
 
 def _config_flags(study: Study, model: str) -> list[str]:
   """The preset's overrides for `model`, except fields the user set, then the user's flags."""
-  given = {flag.removeprefix("--config.").split("=", 1)[0] for flag in study.config_flags}
+  given = {_field(flag) for flag in study.config_flags}
   preset = preset_overrides(study.preset, model)
-  kept = [f"--config.{name}={value}" for name, value in preset.items() if name not in given]
+  kept = [f'--config.{name}={value}' for name, value in preset.items() if name not in given]
   return kept + list(study.config_flags)
+
+
+def resolve_config(model: str, flags: Sequence[str]) -> ml_collections.ConfigDict:
+  """The config `python -m resnet_jax.main --config=configs/degradation.py:MODEL *flags` trains
+  with, built here without training: a bad value is a one-line ValueError before any run."""
+  argv = ['degradation', f'--config={REPO_ROOT / CONFIG_FILE}:{model}', *flags]
+  values = absl_flags.FlagValues()
+  config_flags.DEFINE_config_file('config', flag_values=values, sys_argv=argv)
+  try:
+    values(argv)
+  except absl_flags.Error as error:
+    raise ValueError(f"{' '.join(str(error).split())}; fix the flag's value") from None
+  return values.config
+
+
+def check_run_dir(run_dir: Path, config: ml_collections.ConfigDict) -> None:
+  """One-line ValueError when run_dir holds a run whose RESULT_FIELDS differ from `config`'s
+  (another preset, seed count or flags): it would be skipped or resumed as if it were this one."""
+  path = run_dir / RUN_CONFIG_FILE
+  if not path.exists():
+    return
+  try:
+    saved = json.loads(path.read_text())
+  except (OSError, ValueError) as error:
+    raise ValueError(f'{path} is unreadable ({error}); delete {run_dir} or use another '
+                     '--workdir') from None
+  ours = json.loads(json.dumps(config.to_dict()))  # tuples as JSON lists, as in config.json
+  differ = [f'{name}={saved.get(name)!r} (now {ours.get(name)!r})' for name in RESULT_FIELDS
+            if saved.get(name) != ours.get(name)]
+  if differ:
+    raise ValueError(f'{run_dir} holds a run with {", ".join(differ)}: use another --workdir, '
+                     'or the preset and flags that run was started with')
 
 
 @dataclasses.dataclass(frozen=True)
@@ -158,48 +227,53 @@ class Job:
 
   @property
   def name(self) -> str:
-    return f"{self.model}/seed{self.seed}"
+    return f'{self.model}/seed{self.seed}'
 
   @property
   def log_file(self) -> Path:
-    return self.run_dir.with_suffix(".log")
+    return self.run_dir.with_suffix('.log')
+
+
+def make_job(study: Study, model: str, seed: int) -> Job:
+  """The run of (model, seed), its config checked against what its folder already holds."""
+  run_dir = study.workdir / model / f'seed{seed}'
+  flags = [f'--config.seed={seed}', *_config_flags(study, model)]
+  check_run_dir(run_dir, resolve_config(model, flags))
+  command = (sys.executable, '-m', 'resnet_jax.main', f'--config={CONFIG_FILE}:{model}',
+             f'--workdir={run_dir}', *flags)
+  return Job(model, seed, run_dir, command)
 
 
 def make_jobs(study: Study) -> list[Job]:
   """Every (model, seed) of the study, seed-major so that a first seed of each model ends early."""
-  jobs = []
-  for seed in range(study.seeds):
-    for model in study.models:
-      run_dir = study.workdir / model / f"seed{seed}"
-      command = (sys.executable, "-m", "resnet_jax.main", f"--config={CONFIG_FILE}:{model}",
-                 f"--workdir={run_dir}", f"--config.seed={seed}", *_config_flags(study, model))
-      jobs.append(Job(model, seed, run_dir, command))
-  return jobs
+  return [make_job(study, model, seed) for seed in range(study.seeds) for model in study.models]
 
 
 def child_env(parallel: int) -> dict[str, str]:
   """The environment of each run: on one accelerator K runs share its memory, so none
   preallocates and each may take at most 90%/K of it (ignored on the CPU)."""
-  env = dict(os.environ, XLA_PYTHON_CLIENT_PREALLOCATE="false")
+  env = dict(os.environ, XLA_PYTHON_CLIENT_PREALLOCATE='false')
   if parallel > 1:
-    env["XLA_PYTHON_CLIENT_MEM_FRACTION"] = f"{0.9 / parallel:.3f}"
+    env['XLA_PYTHON_CLIENT_MEM_FRACTION'] = f'{0.9 / parallel:.3f}'
   return env
 
 
 def _describe(job: Job) -> str:
-  if not (job.run_dir / "metrics.jsonl").exists():
-    return "start"
-  steps = [row["step"] for row in read_metrics(job.run_dir / "metrics.jsonl")]
-  return f"resume (logged up to step {max(steps, default=0)})"
+  rows = read_rows(job.run_dir / METRICS_FILE)
+  if not rows:
+    return 'start'
+  return f"resume (logged up to step {max(row['step'] for row in rows)})"
 
 
 def _launch(job: Job, env: dict[str, str]) -> subprocess.Popen:
+  """Starts the run in its own session, so that a Ctrl-C reaches only the runner, which stops
+  it with one SIGTERM (a second signal would end it before its checkpoint is saved)."""
   job.log_file.parent.mkdir(parents=True, exist_ok=True)
-  with open(job.log_file, "a") as log:
-    log.write(f"$ {shlex.join(job.command)}\n")
+  with open(job.log_file, 'a') as log:
+    log.write(f'$ {shlex.join(job.command)}\n')
     log.flush()
     return subprocess.Popen(job.command, cwd=REPO_ROOT, env=env, stdout=log,
-                            stderr=subprocess.STDOUT)
+                            stderr=subprocess.STDOUT, start_new_session=True)
 
 
 def _stop(running: dict[Job, subprocess.Popen]) -> None:
@@ -215,32 +289,39 @@ def _stop(running: dict[Job, subprocess.Popen]) -> None:
       process.wait()
 
 
+def _collect(running: dict[Job, subprocess.Popen]) -> list[str]:
+  """Removes the runs that ended from `running`; returns one line per failed one."""
+  failures = []
+  for job, process in list(running.items()):
+    if process.poll() is None:
+      continue
+    del running[job]
+    done = process.returncode == 0 and is_finished(job.run_dir)
+    status = 'done' if done else f'FAILED (exit {process.returncode})'
+    print(f'{job.name}: {status}', flush=True)
+    if not done:
+      failures.append(f'{job.name} (exit {process.returncode}, see {job.log_file})')
+  return failures
+
+
 def run_jobs(jobs: list[Job], parallel: int) -> list[str]:
   """Trains the unfinished jobs, `parallel` at a time; returns one line per failed run.
 
-  Interrupting (Ctrl-C, SIGTERM) stops the runs in flight; each resumes on the next call.
+  Interrupting (Ctrl-C, SIGTERM, SIGHUP) stops the runs in flight; each resumes on the next call.
   """
   env, failures, running = child_env(parallel), [], {}
   pending = [job for job in jobs if not is_finished(job.run_dir)]
   for job in jobs:
     if job not in pending:
-      print(f"{job.name}: finished, skipped", flush=True)
+      print(f'{job.name}: finished, skipped', flush=True)
   try:
     while pending or running:
       while pending and len(running) < parallel:
         job = pending.pop(0)
-        print(f"{job.name}: {_describe(job)} -> {job.log_file}", flush=True)
+        print(f'{job.name}: {_describe(job)} -> {job.log_file}', flush=True)
         running[job] = _launch(job, env)
       time.sleep(POLL_SECONDS)
-      for job, process in list(running.items()):
-        if process.poll() is None:
-          continue
-        del running[job]
-        done = process.returncode == 0 and is_finished(job.run_dir)
-        status = "done" if done else f"FAILED (exit {process.returncode})"
-        print(f"{job.name}: {status}", flush=True)
-        if not done:
-          failures.append(f"{job.name} (exit {process.returncode}, see {job.log_file})")
+      failures += _collect(running)
   finally:
     _stop(running)
   return failures
@@ -248,30 +329,30 @@ def run_jobs(jobs: list[Job], parallel: int) -> list[str]:
 
 def _git_commit() -> dict:
   def git(*args: str) -> str:
-    result = subprocess.run(("git", *args), cwd=REPO_ROOT, capture_output=True, text=True,
+    result = subprocess.run(('git', *args), cwd=REPO_ROOT, capture_output=True, text=True,
                             check=True)
     return result.stdout.strip()
 
   try:
-    return {"commit": git("rev-parse", "HEAD"),
-            "dirty": bool(git("status", "--porcelain", "--untracked-files=no"))}
+    return {'commit': git('rev-parse', 'HEAD'),
+            'dirty': bool(git('status', '--porcelain', '--untracked-files=no'))}
   except (OSError, subprocess.CalledProcessError):
-    return {"commit": None, "dirty": None}
+    return {'commit': None, 'dirty': None}
 
 
 def _device(env: dict[str, str]) -> dict:
   """The accelerator the runs see, asked of a separate process so that this one holds none."""
-  probe = ("import json, jax; d = jax.devices(); print(json.dumps({'backend': "
-           "jax.default_backend(), 'count': len(d), 'kind': d[0].device_kind}))")
-  result = subprocess.run((sys.executable, "-c", probe), capture_output=True, text=True, env=env,
+  probe = ('import json, jax; d = jax.devices(); print(json.dumps({"backend": '
+           'jax.default_backend(), "count": len(d), "kind": d[0].device_kind}))')
+  result = subprocess.run((sys.executable, '-c', probe), capture_output=True, text=True, env=env,
                           cwd=REPO_ROOT)
   if result.returncode:
-    return {"error": result.stderr.strip().splitlines()[-1:]}
+    return {'error': result.stderr.strip().splitlines()[-1:]}
   return json.loads(result.stdout.splitlines()[-1])
 
 
 def _versions() -> dict[str, str]:
-  versions = {"python": platform.python_version(), "platform": platform.platform()}
+  versions = {'python': platform.python_version(), 'platform': platform.platform()}
   for package in VERSIONED_PACKAGES:
     try:
       versions[package] = importlib.metadata.version(package)
@@ -283,20 +364,20 @@ def _versions() -> dict[str, str]:
 def record_invocation(study: Study, argv: list[str], jobs: list[Job]) -> dict:
   """Appends this invocation (command, commit, device, versions, run commands) to
   DIR/run_info.json and returns it."""
-  path = study.workdir / "run_info.json"
-  info = json.loads(path.read_text()) if path.exists() else {"invocations": []}
+  path = study.workdir / 'run_info.json'
+  info = json.loads(path.read_text()) if path.exists() else {'invocations': []}
   invocation = {
-      "command": shlex.join(["python", "experiments/degradation.py", *argv]),
-      "environment": {name: os.environ[name] for name in (QUICK_STEPS_ENV,) if name in os.environ},
-      "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-      "preset": study.preset,
-      "git": _git_commit(),
-      "device": _device(child_env(study.parallel)),
-      "versions": _versions(),
-      "runs": {job.name: shlex.join(job.command[1:]) for job in jobs},
+      'command': shlex.join(['python', 'experiments/degradation.py', *argv]),
+      'environment': {name: os.environ[name] for name in (QUICK_STEPS_ENV,) if name in os.environ},
+      'started': time.strftime('%Y-%m-%dT%H:%M:%S%z'),
+      'preset': study.preset,
+      'git': _git_commit(),
+      'device': _device(child_env(study.parallel)),
+      'versions': _versions(),
+      'runs': {job.name: shlex.join(job.command[1:]) for job in jobs},
   }
-  info["invocations"].append(invocation)
-  write_atomic(path, json.dumps(info, indent=2) + "\n")
+  info['invocations'].append(invocation)
+  atomic_write_text(path, json.dumps(info, indent=2) + '\n')
   return invocation
 
 
@@ -306,7 +387,7 @@ def draw_results(workdir: Path) -> list[Path]:
 
 
 class RunsFailed(RuntimeError):
-  """Some runs of the study ended without their "end" event."""
+  """Some runs of the study ended without their 'end' event."""
 
 
 def run_study(argv: list[str]) -> list[Path]:
@@ -321,22 +402,25 @@ def run_study(argv: list[str]) -> list[Path]:
     record_invocation(study, argv, jobs)
     failures = run_jobs(jobs, study.parallel)
     if failures:
-      raise RunsFailed(f"{len(failures)} runs failed: {'; '.join(failures)}; fix and run the same "
-                       "command again (--plot-only draws the finished runs)")
+      raise RunsFailed(f'{len(failures)} runs failed: {"; ".join(failures)}; fix and run the same '
+                       'command again (--plot-only draws the finished runs)')
   return draw_results(study.workdir)
 
 
-def _interrupt(signum, frame):
-  raise KeyboardInterrupt(f"signal {signum}")
+def _interrupt(signum: int, frame) -> None:
+  raise KeyboardInterrupt(f'signal {signum}')
 
 
 def main(argv: list[str] | None = None) -> None:
   """Command-line entry: bad flags, failed runs and interruptions end it with one line."""
-  signal.signal(signal.SIGTERM, _interrupt)
+  previous = {signum: signal.signal(signum, _interrupt) for signum in STOP_SIGNALS}
   try:
     paths = run_study(sys.argv[1:] if argv is None else argv)
   except (ValueError, RunsFailed) as error:
-    raise SystemExit(f"degradation: {error}") from None
+    raise SystemExit(f'degradation: {error}') from None
   except KeyboardInterrupt:
-    raise SystemExit("degradation: interrupted; run the same command again to resume") from None
-  print(*paths, sep="\n")
+    raise SystemExit('degradation: interrupted; run the same command again to resume') from None
+  finally:
+    for signum, handler in previous.items():
+      signal.signal(signum, handler)
+  print(*paths, sep='\n')

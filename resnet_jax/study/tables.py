@@ -1,30 +1,31 @@
-"""Results table of the degradation study (Markdown and CSV), read only from metrics.jsonl.
+"""Results table of the degradation study (He et al. 2015, Table 6), Markdown and CSV, read only
+from the runs' metrics.jsonl; `python experiments/degradation.py --workdir=DIR --plot-only`
+rewrites DIR/results.md and DIR/results.csv.
 
-    python -m resnet_jax.study.tables DIR   # writes DIR/results.md and DIR/results.csv
-
-Per model: final training, validation and test error in percent (mean and standard deviation
-over seeds, and the best seed), parameters (from the "start" event), wall time, and the test
-error of He et al. 2015 Table 6 beside ours.
+Per model: iterations done, final training, validation and test error in percent (mean and
+standard deviation over seeds, and the best seed), parameters (from the 'start' event), wall
+time, and the test error of He et al. 2015 Table 6 beside ours with the gap between them.
 """
 
-import argparse
 import csv
 import io
 import math
 from pathlib import Path
 
-from resnet_jax.study import FAMILIES, Run, load_runs, models_of, seed_stats, write_atomic
+from resnet_jax.study.runs import FAMILIES, Run, describe, load_runs, models_of, seed_stats
+from resnet_jax.train.metrics import atomic_write_text
 
 # He et al. 2015 Table 6, CIFAR-10 test error (%); for ResNet-110 the best of 5 runs
 # (mean 6.61 +- 0.16). The plain networks have no number there (Fig. 6 only).
 PAPER_TABLE6_TEST_ERROR = {
-    "resnet20": 8.75, "resnet32": 7.51, "resnet44": 7.17, "resnet56": 6.97, "resnet110": 6.43,
-    "resnet1202": 7.93,
+    'resnet20': 8.75, 'resnet32': 7.51, 'resnet44': 7.17, 'resnet56': 6.97, 'resnet110': 6.43,
+    'resnet1202': 7.93,
 }
-ERROR_KEYS = ("train_error", "val_error", "test_error")
-STATS = ("mean", "std", "best")
-COLUMNS = ("model", "seeds", "params", *(f"{key}_{stat}" for key in ERROR_KEYS for stat in STATS),
-           "wall_time_s", "paper_test_error")
+ERROR_KEYS = ('train_error', 'val_error', 'test_error')
+STATS = ('mean', 'std', 'best')
+COLUMNS = ('model', 'seeds', 'params', 'iterations', 'num_train_steps',
+           *(f'{key}_{stat}' for key in ERROR_KEYS for stat in STATS),
+           'wall_time_s', 'paper_test_error', 'gap_to_paper')
 
 
 def _ordered_models(runs: dict[str, list[Run]]) -> list[str]:
@@ -33,30 +34,34 @@ def _ordered_models(runs: dict[str, list[Run]]) -> list[str]:
   return ordered + sorted(set(runs) - set(ordered))
 
 
+def _summary_row(model: str, found: list[Run]) -> dict:
+  """The COLUMNS of one model; errors in percent, nan where not logged."""
+  start = found[0].event('start')
+  row = {'model': model, 'seeds': len(found), 'params': start.get('params', math.nan),
+         'iterations': min(run.last_step for run in found),
+         'num_train_steps': start.get('num_train_steps', math.nan)}
+  for key in ERROR_KEYS:
+    stats = seed_stats([100 * run.final(key) for run in found])
+    row.update(zip((f'{key}_{stat}' for stat in STATS), stats))
+  row['wall_time_s'] = sum(run.wall_time for run in found) / len(found)
+  row['paper_test_error'] = PAPER_TABLE6_TEST_ERROR.get(model, math.nan)
+  row['gap_to_paper'] = row['test_error_mean'] - row['paper_test_error']
+  return row
+
+
 def summarize(runs: dict[str, list[Run]]) -> list[dict]:
-  """One row per model with the COLUMNS; errors in percent, nan where not logged."""
-  rows = []
-  for model in _ordered_models(runs):
-    found = runs[model]
-    params = found[0].event("start").get("params", math.nan)
-    row = {"model": model, "seeds": len(found), "params": params}
-    for key in ERROR_KEYS:
-      stats = seed_stats([100 * run.final(key) for run in found])
-      row.update(zip((f"{key}_{stat}" for stat in STATS), stats))
-    row["wall_time_s"] = sum(run.wall_time for run in found) / len(found)
-    row["paper_test_error"] = PAPER_TABLE6_TEST_ERROR.get(model, math.nan)
-    rows.append(row)
-  return rows
+  """One row per model with the COLUMNS (see _summary_row)."""
+  return [_summary_row(model, runs[model]) for model in _ordered_models(runs)]
 
 
 def _number(value: float, digits: int = 2) -> str:
-  return "" if isinstance(value, float) and math.isnan(value) else f"{value:.{digits}f}"
+  return '' if isinstance(value, float) and math.isnan(value) else f'{value:.{digits}f}'
 
 
 def to_csv(rows: list[dict]) -> str:
   """The rows as CSV with the COLUMNS as header; nan is an empty cell."""
   out = io.StringIO()
-  writer = csv.writer(out, lineterminator="\n")
+  writer = csv.writer(out, lineterminator='\n')
   writer.writerow(COLUMNS)
   for row in rows:
     writer.writerow([_number(row[name], 4) if isinstance(row[name], float) else row[name]
@@ -65,58 +70,58 @@ def to_csv(rows: list[dict]) -> str:
 
 
 def _error_cell(row: dict, key: str) -> str:
-  mean, std, best = (row[f"{key}_{stat}"] for stat in STATS)
+  mean, std, best = (row[f'{key}_{stat}'] for stat in STATS)
   if math.isnan(mean):
-    return "-"
-  spread = "" if math.isnan(std) else f" ± {std:.2f}"
-  return f"{mean:.2f}{spread} ({best:.2f})"
+    return '-'
+  spread = '' if math.isnan(std) else f' ± {std:.2f}'
+  return f'{mean:.2f}{spread} ({best:.2f})'
 
 
 def _params_cell(params) -> str:
-  return "-" if isinstance(params, float) and math.isnan(params) else f"{params / 1e6:.2f}M"
+  return '-' if isinstance(params, float) and math.isnan(params) else f'{params / 1e6:.2f}M'
 
 
-def to_markdown(rows: list[dict]) -> str:
-  """The rows as a Markdown table: error cells read 'mean ± std (best)' in percent."""
+def _iterations_cell(row: dict) -> str:
+  done, planned = row['iterations'], row['num_train_steps']
+  return str(done) if done == planned else f'{done} of {planned} (unfinished)'
+
+
+def _paper_cell(row: dict) -> str:
+  if math.isnan(row['paper_test_error']):
+    return '-'
+  gap = '' if math.isnan(row['gap_to_paper']) else f" (ours {row['gap_to_paper']:+.2f})"
+  return f"{row['paper_test_error']:.2f}{gap}"
+
+
+def to_markdown(rows: list[dict], setting: str) -> str:
+  """The rows as a Markdown table under the line `setting` (runs.describe); error cells read
+  'mean ± std (best)' in percent."""
   lines = [
-      "| model | seeds | params | train error % | val error % | test error % | wall time (min) | "
-      "paper test error % (Table 6) |",
-      "|---|---:|---:|---:|---:|---:|---:|---:|",
+      f'Runs: {setting}.',
+      '',
+      '| model | seeds | params | iterations | train error % | val error % | test error % | '
+      'wall time (min) | paper test error % (Table 6) |',
+      '|---|---:|---:|---:|---:|---:|---:|---:|---:|',
   ]
   for row in rows:
-    cells = [row["model"], str(row["seeds"]), _params_cell(row["params"]),
+    cells = [row['model'], str(row['seeds']), _params_cell(row['params']), _iterations_cell(row),
              *(_error_cell(row, key) for key in ERROR_KEYS),
-             _number(row["wall_time_s"] / 60, 1) or "-", _number(row["paper_test_error"]) or "-"]
-    lines.append("| " + " | ".join(cells) + " |")
-  note = ("Errors in percent: mean ± sample standard deviation over seeds (best seed). Training "
-          "error is the last logged interval of augmented training batches; validation and test "
-          "error are the last evaluation (He et al. 2015 sec. 4.2 split: 45k train / 5k val).")
-  return "\n".join(lines) + "\n\n" + note + "\n"
+             _number(row['wall_time_s'] / 60, 1) or '-', _paper_cell(row)]
+    lines.append('| ' + ' | '.join(cells) + ' |')
+  note = ('Errors in percent: mean ± sample standard deviation over seeds (best seed). Training '
+          'error is the last logged interval of augmented training batches; validation and test '
+          'error are the last evaluation. The paper column gives He et al. 2015 Table 6 and, in '
+          'brackets, our mean minus it (its ResNet-110 number is the best of 5 runs).')
+  return '\n'.join(lines) + '\n\n' + note + '\n'
 
 
-def write_tables(workdir: Path, out_dir: Path | None = None) -> tuple[Path, Path]:
-  """Writes results.md and results.csv for the runs of `workdir` into out_dir (default workdir)."""
-  rows = summarize(load_runs(workdir))
-  if not rows:
-    raise ValueError(f"no runs in {workdir}: expected {workdir}/<model>/seed<k>/metrics.jsonl")
-  out_dir = Path(out_dir or workdir)
-  markdown, table = out_dir / "results.md", out_dir / "results.csv"
-  write_atomic(markdown, to_markdown(rows))
-  write_atomic(table, to_csv(rows))
+def write_tables(workdir: Path) -> tuple[Path, Path]:
+  """Writes results.md and results.csv for the runs of `workdir` into `workdir`."""
+  runs = load_runs(workdir)
+  if not runs:
+    raise ValueError(f'no runs in {workdir}: expected {workdir}/<model>/seed<k>/metrics.jsonl')
+  rows = summarize(runs)
+  markdown, table = Path(workdir) / 'results.md', Path(workdir) / 'results.csv'
+  atomic_write_text(markdown, to_markdown(rows, describe(runs)))
+  atomic_write_text(table, to_csv(rows))
   return markdown, table
-
-
-def main(argv: list[str] | None = None) -> None:
-  parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-  parser.add_argument("workdir", type=Path, help="study folder: DIR/<model>/seed<k>/metrics.jsonl")
-  parser.add_argument("--out_dir", type=Path, default=None, help="default: WORKDIR")
-  args = parser.parse_args(argv)
-  try:
-    paths = write_tables(args.workdir, args.out_dir)
-  except ValueError as error:
-    raise SystemExit(f"tables: {error}") from None
-  print(*paths, sep="\n")
-
-
-if __name__ == "__main__":
-  main()

@@ -12,177 +12,257 @@ from pathlib import Path
 
 import pytest
 
-from resnet_jax.study import figures, is_finished, read_metrics, runner
+from resnet_jax.study import runner
+from resnet_jax.study.runs import is_finished
 
 REPO = Path(__file__).resolve().parents[2]
 TINY_STEPS = 120  # RESNET_JAX_QUICK_STEPS: log every 4, evaluate and checkpoint every 40 steps
-TINY_FLAGS = ["--preset=quick", "--models=plain8,resnet8", "--dataset=synthetic",
-              "--config.synthetic_size=256", "--config.val_split=64", "--config.batch_size=16",
-              "--config.eval_batch_size=64", "--config.log_grad_norms=True"]
+TINY_FLAGS = ['--preset=quick', '--models=plain8,resnet8', '--dataset=synthetic',
+              '--config.synthetic_size=256', '--config.val_split=64', '--config.batch_size=16',
+              '--config.eval_batch_size=64', '--config.log_grad_norms=True']
+FIGURES = ('figure1', 'figure6', 'error_vs_depth', 'grad_norms')
+# configs/degradation.py:plain20 under the quick preset: sec. 4.2's recipe on 300 steps of batch
+# 64, lr /10 at 1/2 and 3/4 of them, test set only (as resnet_jax.train writes it to config.json).
+QUICK_PLAIN20 = {'model': 'plain20', 'seed': 0, 'dataset': 'cifar10', 'val_split': 0,
+                 'batch_size': 64, 'num_train_steps': 300, 'learning_rate': 0.1,
+                 'lr_boundaries': [150, 225], 'warmup_steps': 0, 'weight_decay': 1e-4}
 
 
-@pytest.mark.parametrize("flags, message", [
-    (["--preset=fast"], r"unknown --preset='fast': use one of paper, quick"),
-    (["--models=plain20,resnet21"], r"unknown model 'resnet21': use plain<d> or resnet<d> with d"),
-    (["--models=resnet50"], r"unknown model 'resnet50'"),
-    (["--seeds=0"], r"--seeds=0: give at least 1 seed per model"),
-    (["--seeds=two"], r"argument --seeds: invalid int value: 'two' \(see --help\)"),
-    (["--parallel=0"], r"--parallel=0: give at least 1 run at a time"),
-    (["--epochs=3"], r"unknown flags \['--epochs=3'\]"),
-    (["--config.seed"], r"unknown flags \['--config.seed'\]: use .* --config.FIELD=VALUE"),
+def _rows(path: Path) -> list[dict]:
+  return [json.loads(line) for line in path.read_text().splitlines()]
+
+
+@pytest.mark.parametrize('flags, message', [
+    (['--preset=fast'], r"unknown --preset='fast': use one of paper, quick"),
+    (['--models=plain20,resnet21'], r"unknown model 'resnet21': use plain<d> or resnet<d> with d"),
+    (['--models=resnet50'], r"unknown model 'resnet50'"),
+    (['--models=resnet20_b'], r"unknown model 'resnet20_b'"),
+    (['--seeds=0'], r'--seeds=0: give at least 1 seed per model'),
+    (['--seeds=two'], r"argument --seeds: invalid int value: 'two' \(see --help\)"),
+    (['--parallel=0'], r'--parallel=0: give at least 1 run at a time'),
+    (['--epochs=3'], r"unknown flags \['--epochs=3'\]"),
+    (['--config.seed'], r"unknown flags \['--config.seed'\]: use .* --config.FIELD=VALUE"),
+    (['--config.seed=3'], r'--config.seed is set by the runner: use --models and --seeds'),
+    (['--config.batch_sise=32'], r"unknown config fields \['batch_sise'\]: use fields of"),
+    (['--config.batch_size=big'], r'flag --config.batch_size=big: invalid literal .*; fix the'),
 ])
 def test_bad_flags_are_one_line_errors_before_any_run(tmp_path, flags, message):
-  workdir = tmp_path / "study"
+  workdir = tmp_path / 'study'
   with pytest.raises(SystemExit) as error:
-    runner.main([f"--workdir={workdir}", *flags])
+    runner.main([f'--workdir={workdir}', *flags])
   text = str(error.value)
-  assert "\n" not in text and text.startswith("degradation: ")
+  assert '\n' not in text and text.startswith('degradation: ')
   assert re.search(message, text), text
   assert not workdir.exists()
 
 
 def test_bad_quick_steps_is_an_error_before_any_run(tmp_path, monkeypatch):
-  monkeypatch.setenv(runner.QUICK_STEPS_ENV, "ten")
+  monkeypatch.setenv(runner.QUICK_STEPS_ENV, 'ten')
   with pytest.raises(SystemExit, match=r"^degradation: RESNET_JAX_QUICK_STEPS='ten': give a whole"):
-    runner.main([f"--workdir={tmp_path / 'study'}", "--preset=quick"])
-  assert not (tmp_path / "study").exists()
+    runner.main([f"--workdir={tmp_path / 'study'}", '--preset=quick'])
+  assert not (tmp_path / 'study').exists()
 
 
 def test_cli_prints_one_line_and_exits_nonzero(tmp_path):
-  result = subprocess.run([sys.executable, "experiments/degradation.py",
-                           f"--workdir={tmp_path / 'study'}", "--models=plain21"],
+  result = subprocess.run([sys.executable, 'experiments/degradation.py',
+                           f"--workdir={tmp_path / 'study'}", '--models=plain21'],
                           cwd=REPO, capture_output=True, text=True)
   assert result.returncode == 1
   assert result.stderr.strip().splitlines() == [
       "degradation: unknown model 'plain21': use plain<d> or resnet<d> with d = 6n+2 "
-      "(e.g. plain20, resnet56)"]
-  assert not (tmp_path / "study").exists()
+      '(e.g. plain20, resnet56)']
+  assert not (tmp_path / 'study').exists()
 
 
-@pytest.mark.parametrize("steps", [300, 640])
+@pytest.mark.parametrize('steps', [12, 120, 300, 640])
 def test_quick_preset_keeps_the_shape_of_the_paper_schedule(monkeypatch, steps):
   monkeypatch.setenv(runner.QUICK_STEPS_ENV, str(steps))
-  quick = runner.preset_overrides("quick", "resnet110")
+  quick = runner.preset_overrides('quick', 'resnet110')
   # the paper: 64k steps, lr /10 at 32k and 48k, 400 warm-up steps for ResNet-110 (sec. 4.2)
-  assert quick["num_train_steps"] == steps
-  assert quick["lr_boundaries"] == (steps // 2, steps * 3 // 4)
-  assert quick["warmup_steps"] == round(400 * steps / 64000)
-  assert quick["checkpoint_every_steps"] % quick["log_every_steps"] == 0
-  assert runner.preset_overrides("paper", "resnet110") == {}
-  monkeypatch.delenv(runner.QUICK_STEPS_ENV)
-  assert runner.preset_overrides("quick", "plain56")["num_train_steps"] == runner.QUICK_STEPS == 300
+  assert quick['num_train_steps'] == steps
+  assert quick['lr_boundaries'] == (steps // 2, steps * 3 // 4)
+  assert quick['warmup_steps'] == round(400 * steps / 64000)
+  assert quick['checkpoint_every_steps'] % quick['log_every_steps'] == 0
+  evaluated = {*range(quick['eval_every_steps'], steps + 1, quick['eval_every_steps']), steps}
+  assert len(evaluated) == 3  # the loop evaluates every eval_every_steps and at the end
+  assert runner.preset_overrides('paper', 'resnet110') == {}
+
+
+def test_quick_preset_is_the_issue_measurement_on_the_test_set(monkeypatch):
+  # issue 4: 300 steps of batch 64 (plain-20 61%, plain-56 85% training error); test set only,
+  # evaluated 3 times in batches that split the 10k CIFAR-10 test images evenly
+  monkeypatch.delenv(runner.QUICK_STEPS_ENV, raising=False)
+  quick = runner.preset_overrides('quick', 'plain56')
+  assert (quick['num_train_steps'], quick['batch_size'], quick['val_split']) == (300, 64, 0)
+  assert (quick['log_every_steps'], quick['eval_every_steps']) == (10, 100)
+  assert 10000 % quick['eval_batch_size'] == 0 and quick['eval_batch_size'] >= 1000
+  assert runner.QUICK_MODELS == ('plain20', 'plain56', 'resnet20', 'resnet56')
 
 
 def test_jobs_run_every_model_and_seed_in_its_own_workdir(tmp_path):
-  study = runner.parse_flags([f"--workdir={tmp_path}", "--seeds=2", "--preset=quick",
-                              "--models=plain20,resnet20,plain20", "--dataset=image_folder",
-                              "--data_dir=/data/cifar10", "--config.batch_size=32"])
+  study = runner.parse_flags([f'--workdir={tmp_path}', '--seeds=2', '--preset=quick',
+                              '--models=plain20,resnet20,plain20', '--dataset=image_folder',
+                              '--data_dir=/data/cifar10', '--config.batch_size=32'])
   jobs = runner.make_jobs(study)
   assert [(job.model, job.seed) for job in jobs] == [
-      ("plain20", 0), ("resnet20", 0), ("plain20", 1), ("resnet20", 1)]
+      ('plain20', 0), ('resnet20', 0), ('plain20', 1), ('resnet20', 1)]
   job = jobs[3]
-  assert job.run_dir == tmp_path / "resnet20" / "seed1"
-  assert job.command[1:7] == ("-m", "resnet_jax.main", "--config=configs/degradation.py:resnet20",
-                              f"--workdir={tmp_path / 'resnet20' / 'seed1'}", "--config.seed=1",
-                              "--config.num_train_steps=300")
-  assert "--config.lr_boundaries=(150, 225)" in job.command
-  assert job.command[-3:] == ("--config.dataset=image_folder", "--config.data_dir=/data/cifar10",
-                              "--config.batch_size=32")
-  assert "--config.batch_size=64" not in job.command  # the user's flag replaces the preset's
-  paper = runner.make_jobs(runner.parse_flags([f"--workdir={tmp_path}"]))
-  assert [job.model for job in paper] == list(runner.degradation.PAPER_MODELS)
-  assert all(not arg.startswith("--config.num_train_steps") for job in paper for arg in job.command)
+  assert job.run_dir == tmp_path / 'resnet20' / 'seed1'
+  assert job.command[1:7] == ('-m', 'resnet_jax.main', '--config=configs/degradation.py:resnet20',
+                              f"--workdir={tmp_path / 'resnet20' / 'seed1'}", '--config.seed=1',
+                              '--config.num_train_steps=300')
+  assert '--config.lr_boundaries=(150, 225)' in job.command
+  assert job.command[-3:] == ('--config.dataset=image_folder', '--config.data_dir=/data/cifar10',
+                              '--config.batch_size=32')
+  assert '--config.batch_size=64' not in job.command  # the user's flag replaces the preset's
+  paper = runner.make_jobs(runner.parse_flags([f'--workdir={tmp_path}']))
+  assert [job.model for job in paper] == [
+      'plain20', 'plain32', 'plain44', 'plain56',
+      'resnet20', 'resnet32', 'resnet44', 'resnet56', 'resnet110']
+  assert all(not arg.startswith('--config.num_train_steps') for job in paper for arg in job.command)
+  assert not list(tmp_path.iterdir())  # making jobs writes nothing
+
+
+def _finished_run(workdir: Path, saved_config: dict) -> Path:
+  run_dir = workdir / 'plain20' / 'seed0'
+  run_dir.mkdir(parents=True)
+  (run_dir / 'config.json').write_text(json.dumps(saved_config))
+  rows = [{'event': 'start', 'step': 0, 'wall_time': 0.0, 'model': 'plain20', 'params': 1,
+           'dataset': 'cifar10', 'batch_size': 64, 'num_train_steps': 300},
+          {'step': 300, 'wall_time': 1.0, 'train_loss': 1.0, 'train_error': 0.5},
+          {'step': 300, 'wall_time': 1.0, 'test_loss': 1.0, 'test_error': 0.5},
+          {'event': 'end', 'step': 300, 'wall_time': 1.0}]
+  (run_dir / 'metrics.jsonl').write_text(''.join(json.dumps(row) + '\n' for row in rows))
+  return run_dir
+
+
+def test_a_run_of_another_preset_is_an_error_before_any_work(tmp_path, monkeypatch):
+  monkeypatch.delenv(runner.QUICK_STEPS_ENV, raising=False)
+  workdir = tmp_path / 'study'
+  _finished_run(workdir, QUICK_PLAIN20)
+  with pytest.raises(SystemExit) as error:
+    runner.main([f'--workdir={workdir}', '--models=plain20'])  # the paper preset
+  text = str(error.value)
+  assert text.startswith(f"degradation: {workdir / 'plain20' / 'seed0'} holds a run with ")
+  for differ in ('val_split=0 (now 5000)', 'batch_size=64 (now 128)',
+                 'num_train_steps=300 (now 64000)',
+                 'lr_boundaries=[150, 225] (now [32000, 48000])'):
+    assert differ in text
+  assert '\n' not in text and sorted(path.name for path in workdir.iterdir()) == ['plain20']
+
+
+def test_a_finished_run_of_the_same_preset_is_skipped(tmp_path, monkeypatch, capsys):
+  monkeypatch.delenv(runner.QUICK_STEPS_ENV, raising=False)
+  workdir = tmp_path / 'study'
+  run_dir = _finished_run(workdir, QUICK_PLAIN20)
+  runner.main([f'--workdir={workdir}', '--preset=quick', '--models=plain20'])
+  assert 'plain20/seed0: finished, skipped' in capsys.readouterr().out
+  assert not run_dir.with_suffix('.log').exists()  # never launched
+  assert (workdir / 'results.csv').exists() and (workdir / 'figures' / 'figure6.png').exists()
 
 
 def test_failed_runs_are_reported_while_the_others_finish(tmp_path, capsys):
-  finish = ("import pathlib, sys; run = pathlib.Path(sys.argv[1]); run.mkdir(parents=True); "
+  finish = ('import pathlib, sys; run = pathlib.Path(sys.argv[1]); run.mkdir(parents=True); '
             "(run / 'metrics.jsonl').write_text('{\"step\": 1, \"event\": \"end\"}\\n')")
-  good = runner.Job("resnet8", 0, tmp_path / "resnet8" / "seed0",
-                    (sys.executable, "-c", finish, str(tmp_path / "resnet8" / "seed0")))
-  bad = runner.Job("plain8", 0, tmp_path / "plain8" / "seed0", (sys.executable, "-c", "exit(3)"))
+  good = runner.Job('resnet8', 0, tmp_path / 'resnet8' / 'seed0',
+                    (sys.executable, '-c', finish, str(tmp_path / 'resnet8' / 'seed0')))
+  bad = runner.Job('plain8', 0, tmp_path / 'plain8' / 'seed0', (sys.executable, '-c', 'exit(3)'))
   assert runner.run_jobs([bad, good], parallel=2) == [
       f"plain8/seed0 (exit 3, see {tmp_path / 'plain8' / 'seed0.log'})"]
-  assert is_finished(good.run_dir) and "resnet8/seed0: done" in capsys.readouterr().out
+  assert is_finished(good.run_dir) and 'resnet8/seed0: done' in capsys.readouterr().out
   assert runner.run_jobs([good], parallel=1) == []  # finished: skipped, not run again
-  assert "resnet8/seed0: finished, skipped" in capsys.readouterr().out
+  assert 'resnet8/seed0: finished, skipped' in capsys.readouterr().out
 
 
 def _runner(workdir: Path) -> subprocess.Popen:
   env = dict(os.environ, **{runner.QUICK_STEPS_ENV: str(TINY_STEPS)})
-  command = [sys.executable, "experiments/degradation.py", f"--workdir={workdir}", *TINY_FLAGS]
+  command = [sys.executable, 'experiments/degradation.py', f'--workdir={workdir}', *TINY_FLAGS]
   return subprocess.Popen(command, cwd=REPO, env=env, stdout=subprocess.PIPE,
-                          stderr=subprocess.PIPE, text=True)
+                          stderr=subprocess.PIPE, text=True, start_new_session=True)
 
 
 def _train_steps(path: Path) -> list[int]:
-  return [row["step"] for row in read_metrics(path) if "train_loss" in row]
+  return [row['step'] for row in _rows(path) if 'train_loss' in row]
+
+
+def _checkpoint_steps(run_dir: Path) -> list[int]:
+  return sorted(int(path.name) for path in (run_dir / 'checkpoints').iterdir()
+                if path.name.isdigit())
 
 
 def test_tiny_study_trains_is_cut_then_skips_the_finished_run_and_resumes_the_other(tmp_path):
-  workdir = tmp_path / "study"
-  # 1. plain8 trains to the end; resnet8 is cut once its first checkpoint (step 40) is complete
-  # (orbax renames a checkpoint folder to its step when the save has finished).
+  workdir = tmp_path / 'study'
+  resnet_dir = workdir / 'resnet8' / 'seed0'
+  # 1. plain8 trains to the end; resnet8 is cut by a Ctrl-C (SIGINT to the runner's process
+  # group) once its first checkpoint (step 40) is complete (orbax renames a checkpoint folder to
+  # its step when the save has finished). The runner alone gets the SIGINT and stops resnet8 with
+  # one SIGTERM, on which it saves a checkpoint where it stands (a second signal would kill it).
   first = _runner(workdir)
-  resnet_metrics = workdir / "resnet8" / "seed0" / "metrics.jsonl"
-  checkpoint = workdir / "resnet8" / "seed0" / "checkpoints" / "40"
   deadline = time.monotonic() + 240
-  while not checkpoint.is_dir() and first.poll() is None and time.monotonic() < deadline:
+  while not (resnet_dir / 'checkpoints' / '40').is_dir() and first.poll() is None and (
+      time.monotonic() < deadline):
     time.sleep(0.05)
-  first.send_signal(signal.SIGTERM)
+  os.killpg(first.pid, signal.SIGINT)
   out, err = first.communicate(timeout=120)
   assert first.returncode == 1 and err.strip().splitlines()[-1] == (
-      "degradation: interrupted; run the same command again to resume"), err
-  assert read_metrics(workdir / "plain8" / "seed0" / "metrics.jsonl")[-1]["event"] == "end"
-  assert 40 <= _train_steps(resnet_metrics)[-1] < TINY_STEPS
-  assert read_metrics(resnet_metrics)[-1].get("event") != "end"
+      'degradation: interrupted; run the same command again to resume'), err
+  assert 'stopped by SIGTERM at step' in (workdir / 'resnet8' / 'seed0.log').read_text()
+  assert _rows(workdir / 'plain8' / 'seed0' / 'metrics.jsonl')[-1]['event'] == 'end'
+  cut_at = _checkpoint_steps(resnet_dir)[-1]
+  assert 40 <= cut_at < TINY_STEPS and _rows(resnet_dir / 'metrics.jsonl')[-1].get('event') != 'end'
 
   # 2. The same command skips plain8 (not launched again) and resumes resnet8 from its checkpoint.
-  plain_log = (workdir / "plain8" / "seed0.log").read_text()
+  plain_log = (workdir / 'plain8' / 'seed0.log').read_text()
   second = _runner(workdir)
   out, err = second.communicate(timeout=300)
   assert second.returncode == 0, err
-  assert "plain8/seed0: finished, skipped" in out
-  assert "resnet8/seed0: resume (logged up to step" in out
-  assert (workdir / "plain8" / "seed0.log").read_text() == plain_log
-  rows = read_metrics(resnet_metrics)
-  assert rows[-1]["event"] == "end"
-  assert [row["step"] for row in rows if row.get("event") == "resume"] == [40]
+  assert 'plain8/seed0: finished, skipped' in out
+  assert 'resnet8/seed0: resume (logged up to step' in out
+  assert (workdir / 'plain8' / 'seed0.log').read_text() == plain_log
+  rows = _rows(resnet_dir / 'metrics.jsonl')
+  assert rows[-1]['event'] == 'end'
+  assert [row['step'] for row in rows if row.get('event') == 'resume'] == [cut_at]
   # rows logged past the checkpoint were dropped and logged again, once
-  assert _train_steps(resnet_metrics) == list(range(4, TINY_STEPS + 1, 4))
+  assert _train_steps(resnet_dir / 'metrics.jsonl') == list(range(4, TINY_STEPS + 1, 4))
 
   # 3. Every figure and both tables, drawn from the metrics files.
-  for name in figures.FIGURES:
-    assert (workdir / "figures" / f"{name}.png").stat().st_size > 0
-    assert (workdir / "figures" / f"{name}.svg").stat().st_size > 0
-  with open(workdir / "results.csv") as f:
-    table = {row["model"]: row for row in csv.DictReader(f)}
-  for model in ("plain8", "resnet8"):
-    rows = read_metrics(workdir / model / "seed0" / "metrics.jsonl")
-    final_test = [row["test_error"] for row in rows if "test_error" in row][-1]
-    assert float(table[model]["test_error_mean"]) == pytest.approx(100 * final_test, abs=1e-4)
-  assert "| resnet8 | 1 |" in (workdir / "results.md").read_text()
+  for name in FIGURES:
+    assert (workdir / 'figures' / f'{name}.png').stat().st_size > 0
+    assert (workdir / 'figures' / f'{name}.svg').stat().st_size > 0
+  with open(workdir / 'results.csv') as f:
+    table = {row['model']: row for row in csv.DictReader(f)}
+  for model in ('plain8', 'resnet8'):
+    rows = _rows(workdir / model / 'seed0' / 'metrics.jsonl')
+    final_test = [row['test_error'] for row in rows if 'test_error' in row][-1]
+    assert float(table[model]['test_error_mean']) == pytest.approx(100 * final_test, abs=1e-4)
+    assert table[model]['iterations'] == table[model]['num_train_steps'] == str(TINY_STEPS)
+  assert '| resnet8 | 1 |' in (workdir / 'results.md').read_text()
 
   # 4. run_info.json: one record per invocation.
-  info = json.loads((workdir / "run_info.json").read_text())
-  assert len(info["invocations"]) == 2
-  last = info["invocations"][-1]
-  assert last["command"].startswith("python experiments/degradation.py --workdir=")
-  assert "--models=plain8,resnet8" in last["command"]
-  assert last["environment"] == {runner.QUICK_STEPS_ENV: str(TINY_STEPS)}
-  assert len(last["git"]["commit"]) == 40 and last["device"]["backend"] == "cpu"
-  assert {"jax", "flax", "optax", "numpy"} <= set(last["versions"])
-  assert last["runs"]["resnet8/seed0"].startswith(
-      "-m resnet_jax.main --config=configs/degradation.py:resnet8 --workdir=")
+  info = json.loads((workdir / 'run_info.json').read_text())
+  assert len(info['invocations']) == 2
+  last = info['invocations'][-1]
+  assert last['command'].startswith('python experiments/degradation.py --workdir=')
+  assert '--models=plain8,resnet8' in last['command']
+  assert last['environment'] == {runner.QUICK_STEPS_ENV: str(TINY_STEPS)}
+  assert len(last['git']['commit']) == 40 and last['device']['backend'] == 'cpu'
+  assert {'jax', 'flax', 'optax', 'numpy'} <= set(last['versions'])
+  assert last['runs']['resnet8/seed0'].startswith(
+      '-m resnet_jax.main --config=configs/degradation.py:resnet8 --workdir=')
 
 
 def test_plot_only_without_runs_is_a_one_line_error(tmp_path):
-  with pytest.raises(SystemExit, match=r"^degradation: no runs in .*metrics.jsonl$"):
-    runner.main([f"--workdir={tmp_path / 'missing'}", "--plot-only"])
-  assert not (tmp_path / "missing").exists()
+  with pytest.raises(SystemExit, match=r'^degradation: no runs in .*metrics.jsonl$'):
+    runner.main([f"--workdir={tmp_path / 'missing'}", '--plot-only'])
+  assert not (tmp_path / 'missing').exists()
 
 
-def test_plot_only_redraws_without_training(fake_study):
+def test_plot_only_redraws_without_training(fake_study, capsys):
   workdir, _ = fake_study(seeds=1)
-  runner.main([f"--workdir={workdir}", "--plot-only"])
-  assert (workdir / "results.md").exists() and (workdir / "figures" / "figure6.svg").exists()
-  assert not (workdir / "run_info.json").exists()
+  runner.main([f'--workdir={workdir}', '--plot-only'])
+  drawn = capsys.readouterr().out.split()
+  assert drawn == [str(workdir / 'figures' / f'{name}{suffix}') for name in FIGURES
+                   for suffix in ('.png', '.svg')] + [str(workdir / 'results.md'),
+                                                      str(workdir / 'results.csv')]
+  assert all(Path(path).exists() for path in drawn)
+  assert not (workdir / 'run_info.json').exists()

@@ -1,12 +1,17 @@
 """The results table holds mean, std and best over seeds of the metrics files' last values."""
 
 import csv
+import json
 import math
 
 import numpy as np
 import pytest
 
-from resnet_jax.study import load_runs, tables
+from resnet_jax.study import tables
+from resnet_jax.study.runs import load_runs
+
+# He et al. 2015 Table 6 (CIFAR-10 test error, %), typed from the paper.
+PAPER = {'resnet20': 8.75, 'resnet32': 7.51, 'resnet44': 7.17, 'resnet56': 6.97, 'resnet110': 6.43}
 
 
 def _expected(truth, model, key):
@@ -15,49 +20,67 @@ def _expected(truth, model, key):
 
 
 def test_summary_equals_independent_statistics(fake_study):
-  workdir, truth = fake_study(models=("resnet56", "plain56", "resnet20", "plain20"), seeds=3)
+  workdir, truth = fake_study(models=('resnet56', 'plain56', 'resnet20', 'plain20'), seeds=3)
   rows = tables.summarize(load_runs(workdir))
-  assert [row["model"] for row in rows] == ["plain20", "plain56", "resnet20", "resnet56"]
+  assert [row['model'] for row in rows] == ['plain20', 'plain56', 'resnet20', 'resnet56']
   for row in rows:
-    model = row["model"]
-    for key in ("train_error", "val_error", "test_error"):
-      np.testing.assert_allclose([row[f"{key}_{stat}"] for stat in ("mean", "std", "best")],
+    model = row['model']
+    for key in ('train_error', 'val_error', 'test_error'):
+      np.testing.assert_allclose([row[f'{key}_{stat}'] for stat in ('mean', 'std', 'best')],
                                  _expected(truth, model, key))
-    assert row["seeds"] == 3 and row["params"] == truth[model][0]["params"]
-    wall_times = [truth[model][seed]["wall_time"] for seed in range(3)]
-    np.testing.assert_allclose(row["wall_time_s"], np.mean(wall_times))
-  assert rows[2]["paper_test_error"] == 8.75 and rows[3]["paper_test_error"] == 6.97
-  assert math.isnan(rows[0]["paper_test_error"])
+    assert row['seeds'] == 3 and row['params'] == truth[model][0]['params']
+    assert row['iterations'] == row['num_train_steps'] == 64000
+    wall_times = [truth[model][seed]['wall_time'] for seed in range(3)]
+    np.testing.assert_allclose(row['wall_time_s'], np.mean(wall_times))
+  for row in rows[2:]:
+    assert row['paper_test_error'] == PAPER[row['model']]
+    assert row['gap_to_paper'] == pytest.approx(
+        _expected(truth, row['model'], 'test_error')[0] - PAPER[row['model']])
+  assert math.isnan(rows[0]['paper_test_error']) and math.isnan(rows[0]['gap_to_paper'])
 
 
 def test_csv_and_markdown_files(fake_study):
   workdir, truth = fake_study(seeds=2)
-  tables.main([str(workdir)])
-  with open(workdir / "results.csv") as f:
+  assert tables.write_tables(workdir) == (workdir / 'results.md', workdir / 'results.csv')
+  with open(workdir / 'results.csv') as f:
     written = list(csv.DictReader(f))
-  assert [row["model"] for row in written] == ["plain20", "plain56", "resnet20", "resnet56"]
+  assert [row['model'] for row in written] == ['plain20', 'plain56', 'resnet20', 'resnet56']
   for row in written:
-    mean, std, best = _expected(truth, row["model"], "test_error")
-    written_stats = [float(row[f"test_error_{stat}"]) for stat in ("mean", "std", "best")]
+    mean, std, best = _expected(truth, row['model'], 'test_error')
+    written_stats = [float(row[f'test_error_{stat}']) for stat in ('mean', 'std', 'best')]
     np.testing.assert_allclose(written_stats, [mean, std, best], atol=1e-4)
-  assert written[0]["paper_test_error"] == "" and float(written[3]["paper_test_error"]) == 6.97
-  markdown = (workdir / "results.md").read_text()
-  mean, std, best = _expected(truth, "resnet56", "test_error")
-  line = next(line for line in markdown.splitlines() if line.startswith("| resnet56 |"))
-  assert f"{mean:.2f} ± {std:.2f} ({best:.2f})" in line and line.rstrip(" |").endswith("6.97")
+  assert written[0]['paper_test_error'] == written[0]['gap_to_paper'] == ''
+  assert float(written[3]['paper_test_error']) == 6.97
+  markdown = (workdir / 'results.md').read_text()
+  assert markdown.startswith('Runs: cifar10, batch 128, 64000 iterations, 2 seeds.\n')
+  mean, std, best = _expected(truth, 'resnet56', 'test_error')
+  line = next(line for line in markdown.splitlines() if line.startswith('| resnet56 |'))
+  assert f'| 64000 |' in line and f'{mean:.2f} ± {std:.2f} ({best:.2f})' in line
+  assert line.endswith(f'| 6.97 (ours {mean - 6.97:+.2f}) |')
   assert f"{truth['resnet56'][0]['params'] / 1e6:.2f}M" in line
+  assert not list(workdir.glob('.*'))  # no temporary file left
 
 
 def test_single_seed_has_no_spread(fake_study):
-  workdir, truth = fake_study(models=("resnet20",), seeds=1)
+  workdir, truth = fake_study(models=('resnet20',), seeds=1)
   row, = tables.summarize(load_runs(workdir))
-  final = 100 * truth["resnet20"][0]["test_error"][-1]
-  assert row["test_error_mean"] == pytest.approx(final)
-  assert row["test_error_best"] == pytest.approx(final)
-  assert math.isnan(row["test_error_std"])
-  assert f"| {final:.2f} ({final:.2f}) |" in tables.to_markdown([row])
+  final = 100 * truth['resnet20'][0]['test_error'][-1]
+  assert row['test_error_mean'] == pytest.approx(final)
+  assert row['test_error_best'] == pytest.approx(final)
+  assert math.isnan(row['test_error_std'])
+  assert f'| {final:.2f} ({final:.2f}) |' in tables.to_markdown([row], 'setting')
+
+
+def test_unfinished_runs_are_marked(fake_study):
+  workdir, _ = fake_study(models=('resnet20',), seeds=2, num_steps=320)
+  metrics = workdir / 'resnet20' / 'seed1' / 'metrics.jsonl'
+  rows = [json.loads(line) for line in metrics.read_text().splitlines()]
+  cut = [row for row in rows if row['step'] <= 280 and row.get('event') != 'end']
+  metrics.write_text(''.join(json.dumps(row) + '\n' for row in cut))
+  markdown = tables.to_markdown(tables.summarize(load_runs(workdir)), 'setting')
+  assert '| resnet20 | 2 |' in markdown and '| 280 of 320 (unfinished) |' in markdown
 
 
 def test_empty_workdir_is_a_one_line_error(tmp_path):
-  with pytest.raises(SystemExit, match=r"^tables: no runs in .*metrics.jsonl$"):
-    tables.main([str(tmp_path)])
+  with pytest.raises(ValueError, match=r'^no runs in .*metrics.jsonl$'):
+    tables.write_tables(tmp_path)
