@@ -63,6 +63,7 @@ def _paper_recipe(model: str) -> dict:
       model=model,
       dataset='cifar10',
       data_dir='',
+      tfds_manual_dir='',  # folder with the official archive, for tfds without internet
       val_split=0,
       normalization='per_pixel_mean',
       augment=True,
@@ -97,6 +98,7 @@ def _paper_recipe(model: str) -> dict:
       distributed=False,
       synthetic_size=1024,
       image_size=32,
+      num_classes=10,  # synthetic data only; real data sets bring their own
   )
 
 

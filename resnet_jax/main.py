@@ -3,9 +3,16 @@
     python -m resnet_jax.main --config=configs/cifar10.py[:MODEL[,RECIPE]] --workdir=DIR \\
         [--config.FIELD=VALUE ...]
 
-Running the same command again resumes from the latest checkpoint in DIR. Bad input
-(unknown model or data set, a bad data_dir, sizes, a DIR holding another run) is
-reported as one line on stderr with exit status 2, before any work.
+Running the same command again resumes from the latest intact checkpoint in DIR.
+Each way of stopping early prints one line on stderr and exits with its own status:
+  2  bad input (unknown model or data set, a bad data_dir or image, sizes, a DIR that
+     is not writable or holds another run), found before any work;
+  3  training diverged (NaN or Inf); the last good checkpoint is kept;
+  128 + signal number (143 for SIGTERM, 130 for Ctrl-C): stopped by a signal after
+     saving a checkpoint; run the same command to resume.
+
+Several processes (GPU nodes, TPU hosts): the same command on every host, with
+jax.distributed started from the environment (see resnet_jax/parallel.py).
 """
 
 import json
@@ -24,6 +31,7 @@ _WORKDIR = flags.DEFINE_string('workdir', None, 'Directory for checkpoints and m
 flags.mark_flags_as_required(['config', 'workdir'])
 
 BAD_INPUT_STATUS = 2
+DIVERGED_STATUS = 3
 
 
 def main(argv: list[str]) -> None:
@@ -36,10 +44,18 @@ def main(argv: list[str]) -> None:
   try:
     summary = loop.train_and_evaluate(config, _WORKDIR.value)
   except loop.ConfigError as error:
-    print(f'error: {error}', file=sys.stderr)
-    sys.exit(BAD_INPUT_STATUS)
+    _exit(f'error: {error}', BAD_INPUT_STATUS)
+  except loop.TrainingDiverged as error:
+    _exit(f'error: {error}', DIVERGED_STATUS)
+  except loop.Preempted as stop:
+    _exit(str(stop), 128 + stop.signum)
   if jax.process_index() == 0:
     print(json.dumps(summary))
+
+
+def _exit(message: str, status: int) -> None:
+  print(message, file=sys.stderr)
+  sys.exit(status)
 
 
 if __name__ == '__main__':

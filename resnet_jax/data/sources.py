@@ -14,7 +14,7 @@ import concurrent.futures
 import dataclasses
 import os
 import pathlib
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import numpy as np
 import tensorflow_datasets as tfds
@@ -30,16 +30,31 @@ DEFAULT_NUM_CLASSES = 10
 TFDS_READ_BATCH = 4096
 DECODE_CHUNK = 256
 
+# A process's share of a split of n examples: the range [start, stop) of them it keeps
+# (stop may pass n). Runs of several processes pass resnet_jax.parallel.process_rows.
+Rows = Callable[[int], tuple[int, int]]
+
 
 @dataclasses.dataclass(frozen=True, eq=False)
 class Split:
-  """Examples of one split: images uint8 [N, H, W, C], labels int32 [N]."""
+  """Examples of one split: images uint8 [n, H, W, C], labels int32 [n].
+
+  len(split) is the split's number of examples, `size`. A process of a run of several
+  processes holds only the examples start .. start + n - 1 (load_dataset's `rows`);
+  otherwise start = 0 and n = size.
+  """
 
   images: np.ndarray
   labels: np.ndarray
+  start: int = 0
+  size: int | None = None
+
+  def __post_init__(self):
+    if self.size is None:
+      object.__setattr__(self, 'size', len(self.labels))
 
   def __len__(self) -> int:
-    return len(self.labels)
+    return self.size
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
@@ -53,51 +68,82 @@ class Dataset:
   class_names: tuple[str, ...]
 
 
-def load_dataset(config) -> Dataset:
+def load_dataset(config, rows: Rows | None = None) -> Dataset:
   """Loads `config.dataset` into memory and carves out `config.val_split` examples.
 
   Config fields read: dataset, data_dir, val_split (0 = no validation split),
   tfds_manual_dir (cifar10/cifar100), synthetic_size, image_size, num_classes
-  (synthetic).
+  (synthetic). With `rows` every split keeps only this process's contiguous range
+  of examples: image folders decode only those files; tfds and synthetic data
+  are read whole and cut.
   """
   name = config.dataset
   if name not in DATASETS:
     raise ValueError(f'dataset={name!r} is not an in-memory source; choose one of {DATASETS}')
+  val_split = config.get('val_split', 0)
+  if name == 'image_folder':
+    return load_image_folder(config.get('data_dir', ''), val_split=val_split, rows=rows)
   if name in TFDS_DATASETS:
     dataset = _load_tfds(name, config.get('data_dir', ''), config.get('tfds_manual_dir', ''))
-  elif name == 'image_folder':
-    dataset = load_image_folder(config.get('data_dir', ''))
   else:
     dataset = synthetic_dataset(
         config.get('synthetic_size', 1024),
         config.get('image_size', 32),
         config.get('num_classes', None) or DEFAULT_NUM_CLASSES,
     )
-  return split_validation(dataset, config.get('val_split', 0))
+  return keep_rows(split_validation(dataset, val_split), rows)
 
 
-def split_validation(dataset: Dataset, val_split: int) -> Dataset:
-  """Moves the last `val_split` examples of a fixed permutation of train to val.
+def validation_indices(num_train: int, val_split: int) -> tuple[np.ndarray, np.ndarray]:
+  """Sorted (train, val) indices into the training set; val has `val_split` of them.
 
-  The permutation is seeded with VAL_SPLIT_KEY, never with the run's seed, so the
-  validation set is the same for every run; both parts keep the original order.
+  val is the last `val_split` examples of a permutation seeded with VAL_SPLIT_KEY,
+  never with the run's seed, so the validation set is the same for every run.
   """
-  num_train = len(dataset.train)
   if val_split < 0 or val_split >= num_train:
     raise ValueError(
         f'val_split={val_split} must be in [0, {num_train}) (the train split has '
         f'{num_train} examples); set val_split=0 for no validation split')
   if val_split == 0:
-    return dataset
+    return np.arange(num_train), np.arange(0)
   permutation = np.random.default_rng(VAL_SPLIT_KEY).permutation(num_train)
-  train_idx = np.sort(permutation[:-val_split])
-  val_idx = np.sort(permutation[-val_split:])
+  return np.sort(permutation[:-val_split]), np.sort(permutation[-val_split:])
+
+
+def split_validation(dataset: Dataset, val_split: int) -> Dataset:
+  """Moves `val_split` training examples (validation_indices) to val; both keep their order."""
+  train_idx, val_idx = validation_indices(len(dataset.train), val_split)
+  if val_split == 0:
+    return dataset
   return dataclasses.replace(
       dataset, train=_take(dataset.train, train_idx), val=_take(dataset.train, val_idx))
 
 
 def _take(split: Split, indices: np.ndarray) -> Split:
   return Split(images=split.images[indices], labels=split.labels[indices])
+
+
+def keep_rows(dataset: Dataset, rows: Rows | None) -> Dataset:
+  """Every split cut to this process's examples rows(len(split)); all of them if rows is None."""
+  if rows is None:
+    return dataset
+
+  def cut(split: Split | None) -> Split | None:
+    if split is None:
+      return None
+    start, stop = _clip(rows, len(split))
+    return Split(images=split.images[start:stop].copy(), labels=split.labels[start:stop].copy(),
+                 start=start, size=len(split))
+  return dataclasses.replace(
+      dataset, train=cut(dataset.train), val=cut(dataset.val), test=cut(dataset.test))
+
+
+def _clip(rows: Rows | None, size: int) -> tuple[int, int]:
+  """rows(size) within [0, size]; the whole range without rows."""
+  if rows is None:
+    return 0, size
+  start, stop = rows(size)
+  return min(start, size), min(stop, size)
 
 
 # --- tensorflow-datasets --------------------------------------------------------------
@@ -153,7 +199,12 @@ def _read_tfds_split(builder, split: str) -> Split:
 # --- image folders ------------------------------------------------------------------
 
 
-def load_image_folder(data_dir: str, num_workers: int | None = None) -> Dataset:
+def load_image_folder(
+    data_dir: str,
+    num_workers: int | None = None,
+    val_split: int = 0,
+    rows: Rows | None = None,
+) -> Dataset:
   """Reads data_dir/{train,test}/<class>/<image> into memory.
 
   Classes are the sorted sub-folder names of train/ (label = position in that
@@ -161,7 +212,9 @@ def load_image_folder(data_dir: str, num_workers: int | None = None) -> Dataset:
   '.' are skipped. Any format Pillow reads works; grey-scale, palette and RGBA
   images are converted to RGB (alpha dropped). All images must share one size.
   Files are decoded by a thread pool of `num_workers` threads (default: the
-  CPU count; Pillow releases the GIL while decoding).
+  CPU count; Pillow releases the GIL while decoding). `val_split` training
+  examples become the validation split (validation_indices); with `rows` only
+  this process's examples of each split are decoded.
   """
   listings = {split: _list_split(data_dir, split) for split in IMAGE_FOLDER_SPLITS}
   class_names = tuple(listings['train'])
@@ -171,14 +224,21 @@ def load_image_folder(data_dir: str, num_workers: int | None = None) -> Dataset:
     raise ValueError(
         f'train/ and test/ of {data_dir} have different classes: only in train {only_train}, '
         f'only in test {only_test}')
+  files = {split: _files_and_labels(listings[split], class_names) for split in IMAGE_FOLDER_SPLITS}
+  train_idx, val_idx = validation_indices(len(files['train'][0]), val_split)
   first = listings['train'][class_names[0]][0]
   size = _image_size(first)
-  splits = {
-      split: _decode_split(listings[split], class_names, first, size, num_workers)
-      for split in IMAGE_FOLDER_SPLITS
-  }
+
+  def decode(split: str, indices: np.ndarray) -> Split:
+    paths, labels = files[split]
+    start, stop = _clip(rows, len(indices))
+    kept = indices[start:stop]
+    images = _decode([paths[i] for i in kept], first, size, num_workers)
+    return Split(images=images, labels=labels[kept], start=start, size=len(indices))
   return Dataset(
-      train=splits['train'], val=None, test=splits['test'],
+      train=decode('train', train_idx),
+      val=decode('train', val_idx) if val_split else None,
+      test=decode('test', np.arange(len(files['test'][0]))),
       num_classes=len(class_names), class_names=class_names)
 
 
@@ -200,17 +260,23 @@ def _list_split(data_dir: str, split: str) -> dict[str, list[pathlib.Path]]:
   return listing
 
 
-def _decode_split(
-    listing: dict[str, list[pathlib.Path]],
-    class_names: Sequence[str],
-    first: pathlib.Path,
-    size: tuple[int, int],
-    num_workers: int | None,
-) -> Split:
-  """Decodes the listed images (all of `size`, like `first`) in parallel, in file order."""
+def _files_and_labels(
+    listing: dict[str, list[pathlib.Path]], class_names: Sequence[str],
+) -> tuple[list[pathlib.Path], np.ndarray]:
+  """The image paths of a split, class by class, and their labels int32."""
   paths = [path for name in class_names for path in listing[name]]
   labels = np.repeat(np.arange(len(class_names), dtype=np.int32),
                      [len(listing[name]) for name in class_names])
+  return paths, labels
+
+
+def _decode(
+    paths: Sequence[pathlib.Path],
+    first: pathlib.Path,
+    size: tuple[int, int],
+    num_workers: int | None,
+) -> np.ndarray:
+  """Decodes the images (all of `size`, like `first`) in parallel into uint8 [N, H, W, 3]."""
   images = np.empty((len(paths), size[1], size[0], 3), np.uint8)
   chunks = range(0, len(paths), DECODE_CHUNK)
   with concurrent.futures.ThreadPoolExecutor(num_workers or os.cpu_count()) as pool:
@@ -221,7 +287,7 @@ def _decode_split(
     finally:
       for future in futures:
         future.cancel()
-  return Split(images=images, labels=labels)
+  return images
 
 
 def _image_size(path: pathlib.Path) -> tuple[int, int]:

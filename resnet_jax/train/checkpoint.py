@@ -1,38 +1,61 @@
-"""Checkpoints in workdir/checkpoints (orbax) and the workdir's config.json guard.
+"""Checkpoints in workdir/checkpoints (orbax), their integrity, and the workdir guard.
 
 A checkpoint holds the whole TrainState (params, batch_stats, opt_state with
-any plateau state, step) and {'wall_time'}; with the data order and the
-augmentation keys pure functions of (seed, step), that makes a resumed run the
-same run. orbax keeps the latest `keep` checkpoints plus the best one by the
-given metric (lower is better). Restores place every array with the shardings of
-a template state on the current mesh, so a checkpoint written on 8 devices
-loads onto 1 and back.
+any plateau state, step) and a JSON meta ({'wall_time', 'checksum', ...}); with
+the data order and the augmentation keys pure functions of (seed, step), that
+makes a resumed run the same run. orbax keeps the latest `keep` checkpoints plus
+the best one by the given metric (lower is better). Restores place every array
+with the shardings of a template state on the current mesh, so a checkpoint
+written on 8 devices loads onto 1 and back.
+
+Integrity. orbax writes a step into a temporary directory and renames it when
+complete, so a crash mid-write leaves no step behind (the leftover is deleted
+when the next run starts). But orbax reads an array file with garbage bytes in
+it without complaint, so the meta also holds a CRC-32 of the state's bytes, and
+a network holding NaN or Inf is never saved (NonFiniteStateError). On restore, a
+step that cannot be read or fails its checksum is moved to
+workdir/damaged_checkpoints with a warning, and the next older one is tried.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import tempfile
+import zlib
 from collections.abc import Mapping
 
 import jax
+import numpy as np
 import orbax.checkpoint as ocp
+from absl import logging
+from jax.experimental import multihost_utils
 
 from resnet_jax.train.metrics import atomic_write_text
 from resnet_jax.train.state import TrainState
 
 CHECKPOINT_DIR = 'checkpoints'
+DAMAGED_DIR = 'damaged_checkpoints'
 CONFIG_FILE = 'config.json'
 RUN_IDENTITY = ('model', 'dataset', 'val_split', 'seed')
 
 
+class NonFiniteStateError(ValueError):
+  """The state to save holds NaN or Inf (the run diverged); nothing was written."""
+
+
 def check_workdir(config, workdir: str) -> None:
-  """One-line error if workdir/config.json belongs to a run with another model, data or seed."""
+  """One-line error if workdir cannot be written or holds a run of another model, data or seed."""
+  _check_writable(workdir)
   path = os.path.join(workdir, CONFIG_FILE)
   if not os.path.exists(path):
     return
-  with open(path) as f:
-    saved = json.load(f)
+  try:
+    with open(path) as f:
+      saved = json.load(f)
+  except (OSError, ValueError) as error:
+    raise ValueError(f'workdir {workdir} has an unreadable {CONFIG_FILE} ({_one_line(error)}); '
+                     'choose a new --workdir or delete that one') from None
   differ = [k for k in RUN_IDENTITY if saved.get(k) != config.get(k)]
   if differ:
     theirs = ', '.join(f'{k}={saved.get(k)!r}' for k in differ)
@@ -42,20 +65,86 @@ def check_workdir(config, workdir: str) -> None:
         'choose a new --workdir or delete that one')
 
 
+def _check_writable(workdir: str) -> None:
+  """workdir, or the folder it would be created in, takes new files (tried, not guessed)."""
+  existing = os.path.abspath(workdir)
+  while not os.path.exists(existing):
+    existing = os.path.dirname(existing)
+  if not os.path.isdir(existing):
+    raise ValueError(f'workdir {workdir} cannot be created: {existing} is a file; '
+                     'choose another --workdir')
+  try:
+    with tempfile.TemporaryFile(dir=existing):
+      pass
+  except OSError as error:
+    raise ValueError(f'workdir {workdir} is not writable ({existing}: {error.strerror}); '
+                     'choose another --workdir or fix its permissions') from None
+
+
 def write_config(config, workdir: str) -> None:
   """Saves the resolved config as workdir/config.json (atomically)."""
   atomic_write_text(os.path.join(workdir, CONFIG_FILE),
                     json.dumps(config.to_dict(), indent=2, sort_keys=True) + '\n')
 
 
+def _one_line(error: BaseException) -> str:
+  return ' '.join(str(error).split()) or type(error).__name__
+
+
+def _reason(error: BaseException, limit: int = 200) -> str:
+  """A short one-line reason from an orbax or TensorStore error (without its spec dump)."""
+  text = _one_line(error).split(' See full TensorStore details')[0]
+  return text if len(text) <= limit else text[:limit - 3] + '...'
+
+
 def _abstract(state: TrainState) -> TrainState:
   return jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=x.sharding), state)
 
 
+def _shapes(tree) -> dict[str, tuple[int, ...]]:
+  """'params/stem_conv/kernel' -> shape, for every array of a state or its orbax metadata."""
+  return {jax.tree_util.keystr(path, simple=True, separator='/'): tuple(x.shape)
+          for path, x in jax.tree_util.tree_flatten_with_path(tree)[0]}
+
+
+def host_arrays(state) -> dict[str, np.ndarray]:
+  """Every array of a (replicated) state as numpy, keyed by path ('params/head/kernel')."""
+  return {jax.tree_util.keystr(path, simple=True, separator='/'): np.asarray(x)
+          for path, x in jax.tree_util.tree_flatten_with_path(state)[0]}
+
+
+def checksum(arrays: Mapping[str, np.ndarray]) -> int:
+  """CRC-32 of the paths and bytes of the arrays (host_arrays of a state), in path order."""
+  crc = 0
+  for path in sorted(arrays):
+    crc = zlib.crc32(path.encode(), crc)
+    crc = zlib.crc32(np.ascontiguousarray(arrays[path]).tobytes(), crc)
+  return crc
+
+
+def non_finite(arrays: Mapping[str, np.ndarray]) -> list[str]:
+  """The paths of the network's arrays (params, batch_stats) that hold NaN or Inf.
+
+  opt_state is left out: it may hold Inf by design (the plateau schedule's best
+  loss before the first evaluation).
+  """
+  return [path for path, x in arrays.items()
+          if path.startswith(('params/', 'batch_stats/')) and not np.isfinite(x).all()]
+
+
+class _Damaged(Exception):
+  """A checkpoint step that cannot be restored; the message says why."""
+
+
 class Checkpointer:
-  """orbax CheckpointManager: latest `keep` checkpoints plus the best by `best_metric`."""
+  """orbax CheckpointManager: latest `keep` checkpoints plus the best by `best_metric`.
+
+  Creates nothing on disk before the first save.
+  """
 
   def __init__(self, workdir: str, keep: int, best_metric: str):
+    self._workdir = workdir
+    self._root = os.path.abspath(os.path.join(workdir, CHECKPOINT_DIR))
     policy = ocp.checkpoint_managers.AnyPreservationPolicy([
         ocp.checkpoint_managers.LatestN(n=keep),
         ocp.checkpoint_managers.BestN(
@@ -63,28 +152,116 @@ class Checkpointer:
             keep_checkpoints_without_metrics=False),
     ])
     self._manager = ocp.CheckpointManager(
-        os.path.abspath(os.path.join(workdir, CHECKPOINT_DIR)),
-        options=ocp.CheckpointManagerOptions(preservation_policy=policy, create=True),
-        item_names=('state', 'meta'))
+        self._root,
+        options=ocp.CheckpointManagerOptions(
+            preservation_policy=policy, create=False,
+            cleanup_tmp_directories=os.path.isdir(self._root)),
+        item_handlers={'state': ocp.StandardCheckpointHandler(),
+                       'meta': ocp.JsonCheckpointHandler()})
+
+  def __enter__(self) -> Checkpointer:
+    return self
+
+  def __exit__(self, *exc_info) -> None:
+    self.close()
+
+  @property
+  def directory(self) -> str:
+    return self._root
 
   def latest_step(self) -> int | None:
     return self._manager.latest_step()
 
-  def restore(self, template: TrainState) -> tuple[TrainState, dict]:
-    """The latest checkpoint, laid out like `template`, and its meta ({'wall_time'})."""
-    restored = self._manager.restore(
-        self._manager.latest_step(),
-        args=ocp.args.Composite(state=ocp.args.StandardRestore(_abstract(template)),
-                                meta=ocp.args.JsonRestore()))
-    return restored['state'], dict(restored['meta'])
+  def restore(self, template: TrainState) -> tuple[TrainState, dict] | None:
+    """The newest intact checkpoint, laid out like `template`, and its saved meta; None if none.
+
+    Damaged newer steps are moved to workdir/damaged_checkpoints with a warning.
+    Raises ValueError (nothing moved) if a step holds a state of other shapes
+    (another model or optimiser) or if every step is damaged.
+    """
+    damaged = []
+    for step in sorted(self._manager.all_steps(), reverse=True):
+      try:
+        state, meta = self._restore_step(step, template)
+      except _Damaged as reason:
+        damaged.append((step, str(reason)))
+        continue
+      self._set_aside(damaged, step)
+      return state, meta
+    if damaged:
+      reasons = '; '.join(f'step {step}: {reason}' for step, reason in damaged)
+      raise ValueError(f'no checkpoint in {self._root} can be restored ({reasons}); move that '
+                       'folder away to start the run afresh')
+    return None
+
+  def _restore_step(self, step: int, template: TrainState) -> tuple[TrainState, dict]:
+    """Step `step` checked against the template's shapes and its checksum."""
+    try:
+      saved = self._manager.item_metadata(step)['state']
+    except Exception as error:  # orbax and tensorstore raise many types; all mean unreadable
+      raise _Damaged(f'unreadable metadata: {_reason(error)}') from None
+    if saved is None:
+      raise _Damaged('no readable state metadata')
+    theirs, ours = _shapes(saved), _shapes(template)
+    if theirs != ours:
+      path = next((p for p in sorted(set(theirs) | set(ours)) if theirs.get(p) != ours.get(p)))
+      raise ValueError(
+          f'checkpoint {self._root}/{step} holds the state of another model or optimiser '
+          f'({path}: {theirs.get(path, "absent")} there, {ours.get(path, "absent")} here); '
+          'choose a new --workdir')
+    try:
+      restored = self._manager.restore(
+          step, args=ocp.args.Composite(state=ocp.args.StandardRestore(_abstract(template)),
+                                        meta=ocp.args.JsonRestore()))
+    except Exception as error:  # as above
+      raise _Damaged(_reason(error)) from None
+    state, meta = restored['state'], dict(restored['meta'])
+    saved_checksum = meta.pop('checksum', None)  # absent in checkpoints of earlier versions
+    if saved_checksum is not None and checksum(host_arrays(state)) != saved_checksum:
+      raise _Damaged('its arrays do not match the checksum saved with them')
+    return state, meta
+
+  def _set_aside(self, damaged: list[tuple[int, str]], restored_step: int) -> None:
+    """Moves damaged steps to workdir/damaged_checkpoints (process 0), with a warning each."""
+    if not damaged:
+      return
+    aside = os.path.join(os.path.abspath(self._workdir), DAMAGED_DIR)
+    for step, reason in damaged:
+      target = os.path.join(aside, str(step))
+      while os.path.exists(target):
+        target += '_'
+      logging.warning('checkpoint %s/%d is damaged (%s): moved it to %s and resumed from '
+                      'step %d', self._root, step, reason, target, restored_step)
+      if jax.process_index() == 0:
+        os.makedirs(aside, exist_ok=True)
+        os.replace(os.path.join(self._root, str(step)), target)
+    if jax.process_count() > 1:
+      multihost_utils.sync_global_devices('resnet_jax: damaged checkpoints set aside')
+    self._manager.reload()
 
   def save(self, step: int, state: TrainState, meta: Mapping,
            metrics: Mapping[str, float] | None = None) -> None:
-    """Saves in the background; `metrics` (e.g. {'val_error': ...}) ranks the best checkpoint."""
+    """Saves in the background with the state's checksum added to `meta`.
+
+    `metrics` (e.g. {'val_error': ...}) ranks the best checkpoint. Raises
+    NonFiniteStateError, writing nothing, if the network's parameters or
+    batch statistics hold NaN or Inf.
+    """
+    arrays = host_arrays(state)
+    bad = non_finite(arrays)
+    if bad:
+      raise NonFiniteStateError(f'{len(bad)} arrays of the state at step {step} hold NaN or Inf '
+                                f'(e.g. {bad[0]})')
+    os.makedirs(self._root, exist_ok=True)
     self._manager.save(
-        step, args=ocp.args.Composite(state=ocp.args.StandardSave(state),
-                                      meta=ocp.args.JsonSave(dict(meta))),
+        step, args=ocp.args.Composite(
+            state=ocp.args.StandardSave(state),
+            meta=ocp.args.JsonSave({**meta, 'checksum': checksum(arrays)})),
         metrics=dict(metrics) if metrics else None)
+
+  def wait(self) -> None:
+    """Returns when every save started so far is on disk."""
+    self._manager.wait_until_finished()
 
   def close(self) -> None:
     """Waits for pending saves and releases the manager."""

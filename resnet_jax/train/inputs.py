@@ -29,19 +29,29 @@ class ConfigError(ValueError):
 
 
 class InMemoryData:
-  """Every split replicated on every device as uint8; batches are index vectors."""
+  """Every split on the devices as uint8; batches are index vectors into it.
+
+  With one process each split is replicated on every device. With several, each
+  process has loaded only its rows (sources.load_dataset with parallel.process_rows)
+  and a split is one array sharded over 'data' along examples
+  (parallel.shard_examples); the steps gather batches by global index either way.
+  """
 
   def __init__(self, dataset: sources.Dataset, config, mesh: Mesh):
     if len(dataset.train) < config.batch_size:
       raise ValueError(f'batch_size={config.batch_size} exceeds the {len(dataset.train)} '
                        'training examples; lower batch_size')
-    mean, std = pixel_stats(dataset.train.images, config.normalization)
+    mean, std = _pixel_stats(dataset.train, config.normalization)
     stats = parallel.replicate({'mean': mean, 'std': std}, mesh)
     splits = {'train': dataset.train, 'val': dataset.val, 'test': dataset.test}
     self._splits = {name: split for name, split in splits.items() if split is not None}
-    self._arrays = {
-        name: {**parallel.replicate({'images': s.images, 'labels': s.labels}, mesh), **stats}
-        for name, s in self._splits.items()}
+
+    def place(split: sources.Split):
+      examples = {'images': split.images, 'labels': split.labels}
+      if jax.process_count() == 1:
+        return parallel.replicate(examples, mesh)
+      return parallel.shard_examples(examples, len(split), mesh)
+    self._arrays = {name: {**place(s), **stats} for name, s in self._splits.items()}
     self.num_classes = dataset.num_classes
     self.image_shape = tuple(dataset.train.images.shape[1:])
     self.eval_splits = ('val', 'test') if dataset.val is not None else ('test',)
@@ -103,12 +113,52 @@ class StreamedData:
       yield parallel.shard_local_batch(batch, self._eval_sharding)
 
 
+def _pixel_stats(train: sources.Split, mode: str) -> tuple[np.ndarray, np.ndarray]:
+  """pixel_stats of the whole training split, also when each process holds only its rows.
+
+  Several processes combine their own statistics weighted by their number of rows:
+  the mean directly, the per-channel std through the second moment std^2 + mean^2
+  ('per_pixel_mean' keeps std 1).
+  """
+  if jax.process_count() == 1:
+    return pixel_stats(train.images, mode)
+  count = len(train.images)  # this process's rows; a process without any gets weight 0
+  images = train.images if count else np.zeros((1, *train.images.shape[1:]), np.uint8)
+  mean, std = pixel_stats(images, mode)
+  every = parallel.process_allgather({'mean': mean, 'std': std, 'count': np.int32(count)})
+  weights = (every['count'] / len(train)).reshape(-1, *([1] * mean.ndim))
+  global_mean = np.sum(weights * every['mean'], axis=0)
+  if mode != 'per_channel':
+    return global_mean.astype(np.float32), std
+  second = np.sum(weights * (np.square(every['std'].astype(np.float64)) + np.square(every['mean'])),
+                  axis=0)
+  global_std = np.sqrt(np.maximum(second - np.square(global_mean), 0.0))
+  return global_mean.astype(np.float32), global_std.astype(np.float32)
+
+
 def load_data(config, mesh: Mesh) -> InMemoryData | StreamedData:
-  """The data object for config.dataset; data errors become ConfigError (nothing written yet)."""
+  """The data object for config.dataset; data errors become ConfigError (nothing written yet).
+
+  With several processes each loads its own rows of in-memory data, and all of them
+  fail together when one does (so none waits for the others forever).
+  """
+  error = None
   try:
-    if config.dataset in STREAMING_DATASETS:
-      from resnet_jax.data import streaming  # pylint: disable=import-outside-toplevel
-      return StreamedData(streaming.load_streaming(config), config, mesh)
-    return InMemoryData(sources.load_dataset(config), config, mesh)
-  except ValueError as error:
+    data = _load_data(config, mesh)
+  except ValueError as caught:
+    error = caught
+  failed = parallel.process_allgather(np.int32(error is not None))
+  if error is not None:
     raise ConfigError(str(error)) from None
+  if failed.any():
+    raise ConfigError(f'loading the data failed on process(es) {np.flatnonzero(failed).tolist()}; '
+                      'see their error')
+  return data
+
+
+def _load_data(config, mesh: Mesh) -> InMemoryData | StreamedData:
+  if config.dataset in STREAMING_DATASETS:
+    from resnet_jax.data import streaming  # pylint: disable=import-outside-toplevel
+    return StreamedData(streaming.load_streaming(config), config, mesh)
+  rows = None if jax.process_count() == 1 else functools.partial(parallel.process_rows, mesh=mesh)
+  return InMemoryData(sources.load_dataset(config, rows), config, mesh)

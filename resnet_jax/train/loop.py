@@ -1,8 +1,20 @@
 """train_and_evaluate(config, workdir): validate, load, train, evaluate, checkpoint, log.
 
-Bad input (config, data set, workdir) raises ConfigError before anything is
-written or compiled. Re-running the same command resumes from the latest
-checkpoint in workdir; a finished run is left as it is.
+Bad input (config, data set, workdir, a checkpoint of another model) raises
+ConfigError before anything is written or trained. Re-running the same command
+resumes from the latest intact checkpoint in workdir; a finished run is left as
+it is.
+
+Reliability:
+- A checkpoint saved inside a log interval carries that interval's partial
+  sums, so a resumed run logs exactly what an uninterrupted one logs.
+- SIGTERM and SIGINT (Ctrl-C) only set a flag; between compiled calls the loop
+  saves a checkpoint, waits for it and raises Preempted. With several
+  processes the flag is agreed on at log steps.
+- A NaN or Inf loss (train: its interval sum, read at each log step and
+  before each save; eval) or network state (before each save) raises
+  TrainingDiverged naming the step and the last good checkpoint, which stays
+  as it is. No per-step host sync is added.
 
 The loop talks to its data through one object (the seam for new sources):
   num_classes: int, image_shape: (H, W, C), eval_splits: ('val', 'test') or ('test',)
@@ -17,12 +29,17 @@ inputs.InMemoryData serves CIFAR-sized data, inputs.StreamedData a tf.data pipel
 
 from __future__ import annotations
 
+import math
 import os
+import signal
+import threading
 import time
+from collections.abc import Callable
 
 import jax
 import jax.numpy as jnp
-from jax.sharding import Mesh
+import numpy as np
+from jax.sharding import Mesh, NamedSharding
 
 from resnet_jax import models, parallel
 from resnet_jax.data.augment import NORMALIZATIONS
@@ -37,6 +54,19 @@ NON_NEGATIVE_FIELDS = ('val_split', 'warmup_steps', 'warmup_learning_rate', 'wei
                        'momentum', 'label_smoothing', 'seed')
 INTERVAL_FIELDS = ('num_train_steps', 'log_every_steps', 'eval_every_steps',
                    'checkpoint_every_steps')
+STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)
+
+
+class TrainingDiverged(RuntimeError):
+  """A NaN or Inf loss or state; the last good checkpoint is left as it is."""
+
+
+class Preempted(RuntimeError):
+  """SIGTERM or SIGINT stopped the run after saving a checkpoint; `signum` is the signal."""
+
+  def __init__(self, message: str, signum: int):
+    super().__init__(message)
+    self.signum = signum
 
 
 def validate_config(config, workdir: str) -> None:
@@ -68,10 +98,6 @@ def _check_fields(config) -> None:
     if config[name] % config.steps_per_call:
       raise ValueError(f'{name}={config[name]} is not a multiple of steps_per_call='
                        f'{config.steps_per_call}; change either')
-  if config.checkpoint_every_steps % config.log_every_steps:
-    raise ValueError(f'checkpoint_every_steps={config.checkpoint_every_steps} is not a multiple '
-                     f'of log_every_steps={config.log_every_steps}, so a resumed run would log '
-                     'a partial interval; change either')
   boundaries = list(config.lr_boundaries) if config.schedule in ('piecewise', 'plateau') else []
   if boundaries != sorted(set(boundaries)) or (boundaries and boundaries[0] <= config.warmup_steps):
     raise ValueError(f'lr_boundaries={tuple(boundaries)} must increase strictly and start after '
@@ -130,35 +156,76 @@ class _Clock:
     return self._offset + time.perf_counter() - self._start
 
 
+class _StopSignals:
+  """While active, SIGTERM and SIGINT set `signum` instead of ending the process.
+
+  A second signal of either kind restores the previous handlers and ends the
+  process at once. Handlers can only be installed from the main thread;
+  elsewhere the signals keep their previous meaning.
+  """
+
+  def __init__(self):
+    self.signum = 0
+    self._previous = {}
+
+  def __enter__(self) -> _StopSignals:
+    if threading.current_thread() is threading.main_thread():
+      self._previous = {s: signal.signal(s, self._handle) for s in STOP_SIGNALS}
+    return self
+
+  def __exit__(self, *exc_info) -> None:
+    for signum, handler in self._previous.items():
+      signal.signal(signum, handler)
+
+  def _handle(self, signum: int, frame) -> None:
+    del frame
+    if self.signum:
+      self.__exit__()
+      signal.raise_signal(signum)
+      return
+    self.signum = signum
+
+  def requested(self, at_log_step: bool) -> int:
+    """The signal to stop for (0: none). Processes agree on it at log steps only."""
+    if jax.process_count() == 1:
+      return self.signum
+    if not at_log_step:
+      return 0
+    return int(parallel.process_allgather(np.int32(self.signum)).max())
+
+
 def train_and_evaluate(config, workdir: str) -> dict:
   """Trains config.model on config.dataset in workdir; returns the latest value of every metric.
 
   Writes workdir/config.json, metrics.jsonl, tensorboard/ and checkpoints/, and
-  resumes from the latest checkpoint there if there is one.
+  resumes from the latest intact checkpoint there if there is one. Raises
+  ConfigError (nothing written), TrainingDiverged or Preempted.
   """
   validate_config(config, workdir)
   mesh = parallel.make_mesh()
   data = load_data(config, mesh)
-  lead = jax.process_index() == 0
-  if lead:
-    os.makedirs(workdir, exist_ok=True)
-    checkpoint.write_config(config, workdir)
   dtype = jnp.bfloat16 if config.half_precision else jnp.float32
   model = models.get_model(config.model, data.num_classes, dtype=dtype,
                            zero_init_residual=config.zero_init_residual)
   optimizer = optim.create_optimizer(config)
   state = state_lib.create_train_state(model, optimizer.tx, data.image_shape, config.seed, mesh)
-  ckpt = checkpoint.Checkpointer(workdir, config.keep_checkpoints, _best_metric(data))
-  writer = metrics.MetricsWriter(workdir, enabled=lead)
-  try:
-    state, wall_time, rows = _restore_or_start(config, state, ckpt, writer)
-    if _finished(rows, int(state.step), config.num_train_steps):
-      return _summary(rows)
-    return _train(config, data, mesh, state, optimizer, ckpt, writer, _Clock(wall_time),
-                  _summary(rows))
-  finally:
-    ckpt.close()
-    writer.close()
+  lead = jax.process_index() == 0
+  with checkpoint.Checkpointer(workdir, config.keep_checkpoints, _best_metric(data)) as ckpt:
+    try:
+      restored = ckpt.restore(state)
+    except ValueError as error:
+      raise ConfigError(str(error)) from None
+    if lead:
+      os.makedirs(workdir, exist_ok=True)
+      checkpoint.write_config(config, workdir)
+    with metrics.MetricsWriter(workdir, enabled=lead) as writer:
+      state, wall_time, rows, interval = _start_or_resume(config, state, restored, writer)
+      if _finished(rows, int(state.step), config.num_train_steps):
+        return _summary(rows)
+      trainer = _Trainer(config, data, mesh, optimizer, ckpt, writer, _Clock(wall_time),
+                         _summary(rows))
+      with _StopSignals() as stop:
+        return trainer.run(state, _interval_from_json(interval, mesh), stop)
 
 
 def _best_metric(data) -> str:
@@ -166,63 +233,171 @@ def _best_metric(data) -> str:
   return f'{data.eval_splits[0]}_error'
 
 
-def _restore_or_start(config, state, ckpt, writer) -> tuple[state_lib.TrainState, float, list]:
-  """The latest checkpoint (metrics.jsonl cut back to it) or a fresh start event."""
+def _start_or_resume(config, state, restored, writer) -> tuple:
+  """(state, wall time, rows, saved interval sums) of the restored checkpoint or a fresh start.
+
+  On resume metrics.jsonl is cut back to the checkpoint's step.
+  """
   run = {'devices': jax.device_count(), 'process_count': jax.process_count()}
-  if ckpt.latest_step() is None:
+  if restored is None:
     row = {'event': 'start', 'step': 0, 'wall_time': 0.0, 'model': config.model,
            'params': state_lib.param_count(state), 'dataset': config.dataset, **run,
            'batch_size': config.batch_size, 'num_train_steps': config.num_train_steps}
     writer.start(row)
-    return state, 0.0, [row]
-  state, meta = ckpt.restore(state)
+    return state, 0.0, [row], None
+  state, meta = restored
   step, wall_time = int(state.step), meta['wall_time']
   rows = metrics.read_rows(writer.path)
   if _finished(rows, step, config.num_train_steps):
-    return state, wall_time, rows
+    return state, wall_time, rows, None
   resume = {'event': 'resume', 'step': step, 'wall_time': wall_time, **run}
-  return state, wall_time, writer.resume(step, resume) + [resume]
+  return state, wall_time, writer.resume(step, resume) + [resume], meta.get('interval')
 
 
-def _train(config, data, mesh, state, optimizer, ckpt, writer, clock, latest) -> dict:
+def _interval_to_json(total: steps.Metrics) -> dict:
+  """The sums of a partial log interval as {name: [value, dtype]} (exact for 32-bit values)."""
+  return {name: [value.item(), str(value.dtype)]
+          for name, value in jax.device_get(total['sums']).items()}
+
+
+def _interval_from_json(saved: dict | None, mesh: Mesh) -> steps.Metrics | None:
+  if saved is None:
+    return None
+  sums = {name: np.asarray(value, dtype) for name, (value, dtype) in saved.items()}
+  return {'sums': parallel.replicate(sums, mesh), 'last': {}}
+
+
+def _for_data(jitted: Callable, mesh: Mesh, arrays, batch: NamedSharding, donate: bool):
+  """`jitted` (from steps.compile_*_step) for data arrays that are not replicated.
+
+  steps.compile_* place the data arrays replicated; with several processes
+  in-memory data are sharded over examples (inputs.InMemoryData), so the same
+  step function is jitted again with the arrays' own shardings.
+  """
+  shardings = jax.tree.map(lambda x: x.sharding, arrays)
+  if all(s.is_fully_replicated for s in jax.tree.leaves(shardings)):
+    return jitted
+  replicated = parallel.replicated(mesh)
+  return jax.jit(jitted.__wrapped__, donate_argnums=0 if donate else (),
+                 in_shardings=(replicated, shardings, batch), out_shardings=replicated)
+
+
+class _Trainer:
   """Steps to num_train_steps; logs, evaluates and checkpoints on their intervals and at the end."""
-  train_step = steps.compile_train_step(
-      mesh, prepare=data.prepare, learning_rate=optimizer.learning_rate, seed=config.seed,
-      label_smoothing=config.label_smoothing, log_grad_norms=config.log_grad_norms,
-      steps_per_call=config.steps_per_call)
-  eval_step = steps.compile_eval_step(mesh, prepare=data.prepare, top5=data.num_classes >= 100)
-  observe = jax.jit(optimizer.observe, out_shardings=parallel.replicated(mesh))
-  step = int(state.step)
-  progress = metrics.Progress(config.num_train_steps, step, enabled=writer.enabled)
-  interval, interval_start, total = step, time.perf_counter(), None
 
-  def record(row: dict) -> None:
+  def __init__(self, config, data, mesh: Mesh, optimizer: optim.Optimizer,
+               ckpt: checkpoint.Checkpointer, writer: metrics.MetricsWriter, clock: _Clock,
+               latest: dict):
+    self.config, self.data, self.ckpt, self.writer = config, data, ckpt, writer
+    self.clock, self.latest, self.optimizer = clock, latest, optimizer
+    leading_steps = config.steps_per_call > 1
+    self.train_step = _for_data(
+        steps.compile_train_step(
+            mesh, prepare=data.prepare, learning_rate=optimizer.learning_rate, seed=config.seed,
+            label_smoothing=config.label_smoothing, log_grad_norms=config.log_grad_norms,
+            steps_per_call=config.steps_per_call),
+        mesh, data.arrays('train'), parallel.batch_sharding(mesh, leading_steps), donate=True)
+    self.eval_step = _for_data(
+        steps.compile_eval_step(mesh, prepare=data.prepare, top5=data.num_classes >= 100),
+        mesh, data.arrays(data.eval_splits[0]), parallel.batch_sharding(mesh), donate=False)
+    self.observe = jax.jit(optimizer.observe, out_shardings=parallel.replicated(mesh))
+    self.saved_step = None
+
+  def record(self, step: int, row: dict) -> None:
     """Writes a metrics row and keeps its values as the latest."""
-    row = {'step': step, 'wall_time': clock(), **row}
-    writer.write(row)
-    latest.update(row)
+    row = {'step': step, 'wall_time': self.clock(), **row}
+    self.writer.write(row)
+    self.latest.update(row)
 
-  while step < config.num_train_steps:
-    state, new = train_step(state, data.arrays('train'), data.train_batch(step))
-    total = new if total is None else steps.accumulate(total, new)
-    step += config.steps_per_call
-    progress.update(config.steps_per_call, latest)
-    last = step == config.num_train_steps
-    if step % config.log_every_steps == 0 or last:
-      now = time.perf_counter()
-      images_per_sec = (step - interval) * config.batch_size / (now - interval_start)
-      record({**train_row(total), 'images_per_sec': images_per_sec})
-      interval, interval_start, total = step, now, None
-    evaluated = None
-    if step % config.eval_every_steps == 0 or last:
-      evaluated = evaluate(eval_step, state, data)
-      record(evaluated)
-      if optimizer.plateau is not None:
-        plateau_loss = evaluated[f'{data.eval_splits[0]}_loss']
-        state = state.replace(opt_state=observe(state.opt_state, plateau_loss))
-    if step % config.checkpoint_every_steps == 0 or last:
-      best = _best_metric(data)
-      ckpt.save(step, state, {'wall_time': clock()}, {best: evaluated[best]} if evaluated else None)
-  progress.close()
-  writer.write({'step': step, 'wall_time': clock(), 'event': 'end'})
-  return latest
+  def diverged(self, step: int, what: str) -> TrainingDiverged:
+    last = self.ckpt.latest_step()
+    kept = ('no checkpoint was saved before' if last is None else
+            f'the last good checkpoint, {self.ckpt.directory}/{last}, is left as it is')
+    return TrainingDiverged(f'training diverged at step {step}: {what}; {kept}; lower '
+                            f'learning_rate (now {self.config.learning_rate}) or change the '
+                            'recipe before running again')
+
+  def save(self, step: int, state, evaluated: dict | None, interval: steps.Metrics | None):
+    """Checkpoints `state` (never a diverged one) with the sums of a partial log interval."""
+    meta = {'wall_time': self.clock()}
+    if interval is not None:
+      meta['interval'] = _interval_to_json(interval)
+      loss = meta['interval']['loss'][0]
+      if not math.isfinite(loss):
+        raise self.diverged(step, f'the train loss summed since the last log row is {loss}')
+    best = _best_metric(self.data)
+    try:
+      self.ckpt.save(step, state, meta, {best: evaluated[best]} if evaluated else None)
+    except checkpoint.NonFiniteStateError as error:
+      raise self.diverged(step, str(error)) from None
+    self.saved_step = step
+
+  def log(self, step: int, total: steps.Metrics, images: int, since: float) -> None:
+    """The train row of the interval: `images` trained since perf_counter() was `since`."""
+    row = train_row(total)  # waits for the interval's last step, so the time below is real
+    images_per_sec = images / (time.perf_counter() - since)
+    if not math.isfinite(row['train_loss']):
+      first = step - (step - 1) % self.config.log_every_steps
+      raise self.diverged(step, f"the mean train loss of steps {first}-{step} is "
+                                f"{row['train_loss']}")
+    self.record(step, {**row, 'images_per_sec': images_per_sec})
+
+  def evaluate_and_observe(self, step: int, state) -> tuple[state_lib.TrainState, dict]:
+    """Evaluates, checks, records and feeds the plateau schedule; returns (state, row)."""
+    row = evaluate(self.eval_step, state, self.data)
+    bad = {k: v for k, v in row.items() if not math.isfinite(v)}
+    if bad:
+      raise self.diverged(step, f'evaluation gave {bad}')
+    self.record(step, row)
+    if self.optimizer.plateau is not None:
+      plateau_loss = row[f'{self.data.eval_splits[0]}_loss']
+      state = state.replace(opt_state=self.observe(state.opt_state, plateau_loss))
+    return state, row
+
+  def run(self, state: state_lib.TrainState, total: steps.Metrics | None,
+          stop: _StopSignals) -> dict:
+    """Trains from state.step, adding to `total` (a restored partial interval, or None)."""
+    config, data = self.config, self.data
+    step = int(state.step)
+    progress = metrics.Progress(config.num_train_steps, step, enabled=self.writer.enabled)
+    train_call, clock_step, clock_start = None, step, 0.0
+    try:
+      while step < config.num_train_steps:
+        batch = data.train_batch(step)
+        if train_call is None:  # compiled ahead, so images_per_sec leaves compilation out
+          train_call = self.train_step.lower(state, data.arrays('train'), batch).compile()
+          clock_start = time.perf_counter()
+        state, new = train_call(state, data.arrays('train'), batch)
+        total = new if total is None else steps.accumulate(total, new)
+        step += config.steps_per_call
+        progress.update(config.steps_per_call, self.latest)
+        last = step == config.num_train_steps
+        logged = step % config.log_every_steps == 0 or last
+        if logged:
+          self.log(step, total, (step - clock_step) * config.batch_size, clock_start)
+          total = None
+        evaluated = None
+        if step % config.eval_every_steps == 0 or last:
+          state, evaluated = self.evaluate_and_observe(step, state)
+        if step % config.checkpoint_every_steps == 0 or last:
+          self.save(step, state, evaluated, total)
+        signum = stop.requested(logged)
+        if signum and not last:
+          self.stop(step, state, total, signum)
+        if logged:
+          clock_step, clock_start = step, time.perf_counter()
+      self.ckpt.wait()
+    finally:
+      progress.close()
+    self.writer.write({'step': step, 'wall_time': self.clock(), 'event': 'end'})
+    return self.latest
+
+  def stop(self, step: int, state, total: steps.Metrics | None, signum: int) -> None:
+    """Saves `state` (unless just saved), waits for it and raises Preempted."""
+    if self.saved_step != step:
+      self.save(step, state, None, total)
+    self.ckpt.wait()
+    name = signal.Signals(signum).name
+    raise Preempted(f'stopped by {name} at step {step} of {self.config.num_train_steps} after '
+                    f'saving checkpoint {self.ckpt.directory}/{step}; run the same command to '
+                    'resume', signum)

@@ -4,7 +4,8 @@ Format (docs/ARCHITECTURE.md): one JSON object per line, each with "step" (train
 steps done) and "wall_time" (seconds of training, carried across resumes); a
 fresh run starts with {"event": "start", ...}, a resumed one appends
 {"event": "resume", ...} after dropping the rows beyond the restored checkpoint,
-a finished one ends with {"event": "end"}. Only process 0 writes.
+a finished one ends with {"event": "end"}. Only process 0 writes; TensorBoard
+(tensorboardX, which imports torch) is imported only when the first scalar is written.
 """
 
 from __future__ import annotations
@@ -17,7 +18,6 @@ import tempfile
 from collections.abc import Iterable, Mapping
 
 import tqdm
-from tensorboardX import SummaryWriter
 
 METRICS_FILE = 'metrics.jsonl'
 TENSORBOARD_DIR = 'tensorboard'
@@ -80,6 +80,13 @@ class MetricsWriter:
     self.enabled = enabled
     self._tensorboard_dir = os.path.join(workdir, TENSORBOARD_DIR)
     self._tensorboard = None  # opened with the first scalar, so a no-op rerun writes nothing
+    self._purge_step = None
+
+  def __enter__(self) -> MetricsWriter:
+    return self
+
+  def __exit__(self, *exc_info) -> None:
+    self.close()
 
   def start(self, row: Mapping) -> None:
     """A fresh run: replaces any earlier file with the start event."""
@@ -89,10 +96,11 @@ class MetricsWriter:
   def resume(self, step: int, row: Mapping) -> list[dict]:
     """Keeps the rows up to `step` (the restored checkpoint) but "end", appends `row`.
 
-    Returns the kept rows.
+    TensorBoard drops the events of the earlier run past `step`. Returns the kept rows.
     """
     if not self.enabled:
       return []
+    self._purge_step = step + 1
     kept = [r for r in read_rows(self.path) if r['step'] <= step and r.get('event') != 'end']
     atomic_write_text(self.path, ''.join(json.dumps(r) + '\n' for r in kept))
     self.write(row)
@@ -109,7 +117,8 @@ class MetricsWriter:
 
   def _scalars(self, row: dict) -> None:
     if self._tensorboard is None:
-      self._tensorboard = SummaryWriter(self._tensorboard_dir)
+      from tensorboardX import SummaryWriter  # pylint: disable=import-outside-toplevel
+      self._tensorboard = SummaryWriter(self._tensorboard_dir, purge_step=self._purge_step)
     for key, value in row.items():
       if key in ('step', 'wall_time'):
         continue

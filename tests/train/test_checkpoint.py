@@ -81,3 +81,31 @@ def test_workdir_holding_another_run_is_refused(tmp_path):
   with pytest.raises(ValueError, match="holds another run .*model='resnet8'") as error:
     checkpoint.check_workdir(config, str(tmp_path))
   assert '\n' not in str(error.value)
+
+
+def test_a_state_with_nan_is_not_saved(tmp_path):
+  optimizer = optim.create_optimizer(plateau_config())
+  state = new_state(optimizer)  # its plateau state holds Inf by design: saved
+  saver = checkpoint.Checkpointer(str(tmp_path), keep=2, best_metric='test_error')
+  saver.save(1, state, {'wall_time': 0.0})
+  saver.wait()
+  bad = state.replace(params=jax.tree.map(lambda x: x.at[0].set(jnp.nan), state.params))
+  with pytest.raises(checkpoint.NonFiniteStateError, match='at step 2 hold NaN or Inf'):
+    saver.save(2, bad, {'wall_time': 0.0})
+  saver.close()
+  assert os.listdir(tmp_path / checkpoint.CHECKPOINT_DIR) == ['1']
+
+
+def test_nothing_is_created_before_the_first_save(tmp_path):
+  optimizer = optim.create_optimizer(plateau_config())
+  with checkpoint.Checkpointer(str(tmp_path / 'run'), keep=2, best_metric='test_error') as ckpt:
+    assert ckpt.restore(new_state(optimizer)) is None
+  assert not (tmp_path / 'run').exists()
+
+
+def test_workdir_that_cannot_be_created_is_refused(tmp_path):
+  (tmp_path / 'file').write_text('')
+  with pytest.raises(ValueError, match=f'cannot be created: {tmp_path}/file is a file'):
+    checkpoint.check_workdir(cifar10.get_config('resnet8'), str(tmp_path / 'file' / 'run'))
+  checkpoint.check_workdir(cifar10.get_config('resnet8'), str(tmp_path / 'new' / 'run'))
+  assert sorted(os.listdir(tmp_path)) == ['file']  # checking created nothing

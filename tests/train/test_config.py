@@ -9,7 +9,8 @@ from ml_collections import config_flags
 from configs import cifar10
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-# The config fields listed in docs/ARCHITECTURE.md ("plateau_* fields" aside).
+# The config fields listed in docs/ARCHITECTURE.md ("plateau_* fields" aside), plus
+# tfds_manual_dir and num_classes (read by resnet_jax/data/sources.py).
 ARCHITECTURE_FIELDS = {
     'model', 'dataset', 'data_dir', 'val_split', 'normalization', 'augment', 'batch_size',
     'eval_batch_size', 'num_train_steps', 'eval_every_steps', 'checkpoint_every_steps',
@@ -17,7 +18,7 @@ ARCHITECTURE_FIELDS = {
     'learning_rate', 'momentum', 'nesterov', 'weight_decay', 'schedule', 'lr_boundaries',
     'lr_decay_factor', 'warmup_steps', 'warmup_learning_rate', 'label_smoothing',
     'zero_init_residual', 'steps_per_call', 'log_grad_norms', 'distributed', 'synthetic_size',
-    'image_size'}
+    'image_size', 'tfds_manual_dir', 'num_classes'}
 
 
 def test_fields_are_those_of_the_architecture_document():

@@ -2,10 +2,15 @@
 
 import json
 import os
+import subprocess
+import sys
+from unittest import mock
 
 import numpy as np
 
 from resnet_jax.train import metrics
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
 def lines(path) -> list[dict]:
@@ -67,3 +72,29 @@ def test_atomic_write_replaces_whole_file(tmp_path):
   metrics.atomic_write_text(path, 'new')
   assert open(path).read() == 'new'
   assert os.listdir(tmp_path) == ['f.json']
+
+
+def test_resume_purges_later_tensorboard_events(tmp_path, monkeypatch):
+  import tensorboardX  # pylint: disable=import-outside-toplevel
+  opened = []
+
+  def summary_writer(logdir, purge_step):
+    opened.append((logdir, purge_step))
+    return mock.Mock()
+  monkeypatch.setattr(tensorboardX, 'SummaryWriter', summary_writer)
+  writer = metrics.MetricsWriter(str(tmp_path))
+  writer.resume(20, {'event': 'resume', 'step': 20, 'wall_time': 20.0})
+  writer.write({'step': 24, 'wall_time': 24.0, 'train_loss': 1.0})
+  (tmp_path / 'fresh').mkdir()
+  fresh = metrics.MetricsWriter(str(tmp_path / 'fresh'))
+  fresh.write({'step': 4, 'wall_time': 4.0, 'train_loss': 1.0})
+  tensorboard = str(tmp_path / metrics.TENSORBOARD_DIR)
+  assert opened == [(tensorboard, 21), (str(tmp_path / 'fresh' / metrics.TENSORBOARD_DIR), None)]
+
+
+def test_importing_the_loop_leaves_torch_out():
+  """tensorboardX imports torch (seconds per process); it waits for the first scalar."""
+  code = 'import sys, resnet_jax.main; print(sorted({"torch", "tensorboardX"} & set(sys.modules)))'
+  result = subprocess.run([sys.executable, '-c', code], cwd=ROOT, capture_output=True, text=True,
+                          env={**os.environ, 'PYTHONPATH': ROOT}, check=True)
+  assert result.stdout.strip() == '[]'
