@@ -1,0 +1,1 @@
+"""Throughput benchmarks: our train step against a PyTorch peer (benchmarks/throughput.py)."""
