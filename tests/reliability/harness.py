@@ -123,7 +123,10 @@ def events(all_rows: list[dict]) -> list[tuple[int, str]]:
 
 
 def steps_on_disk(workdir) -> list[int]:
+  """Checkpointed steps; none when the run was killed before its first checkpoint."""
   folder = os.path.join(workdir, checkpoint.CHECKPOINT_DIR)
+  if not os.path.isdir(folder):
+    return []
   return sorted(int(p) for p in os.listdir(folder) if p.isdigit())
 
 
