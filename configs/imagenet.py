@@ -33,6 +33,8 @@ to look for.
 
 import ml_collections
 
+from configs import cifar10
+
 MODELS = ('plain18', 'plain34', 'resnet18', 'resnet34', 'resnet50', 'resnet101', 'resnet152')
 TRAIN_EXAMPLES = 1_281_167  # ILSVRC 2012 training images
 BATCH_SIZE = 256
@@ -43,14 +45,9 @@ def get_config(model: str = 'resnet34') -> ml_collections.ConfigDict:
   """The paper's ImageNet recipe for `model` (see the module docstring)."""
   if model not in MODELS:
     raise ValueError(f'model {model!r} is not in the ImageNet study; choose from {MODELS}')
-  return ml_collections.ConfigDict(dict(
-      model=model,
+  config = cifar10.get_config(model).to_dict()
+  config.update(
       dataset='imagenet2012',
-      data_dir='',
-      tfds_manual_dir='',
-      val_split=0,
-      normalization='per_pixel_mean',
-      augment=True,
       augmentation='paper',
       image_size=224,
       scale_range=(256, 480),
@@ -63,28 +60,10 @@ def get_config(model: str = 'resnet34') -> ml_collections.ConfigDict:
       eval_every_steps=STEPS_PER_EPOCH,
       checkpoint_every_steps=STEPS_PER_EPOCH,
       log_every_steps=STEPS_PER_EPOCH // 12,
-      keep_checkpoints=2,
-      seed=0,
-      half_precision=False,
-      optimizer='sgd',
-      learning_rate=0.1,
-      momentum=0.9,
-      nesterov=False,
-      weight_decay=1e-4,
-      schedule='piecewise',
       lr_boundaries=(150_000, 300_000, 450_000),
-      lr_decay_factor=0.1,
       warmup_steps=0,
       warmup_learning_rate=0.0,
       plateau_factor=0.1,
-      plateau_patience=5,
       plateau_min_lr=1e-4,
-      plateau_min_delta=1e-4,
-      plateau_cooldown=0,
-      label_smoothing=0.0,
-      zero_init_residual=False,
-      steps_per_call=1,
-      log_grad_norms=False,
-      distributed=False,
-      synthetic_size=1024,
-  ))
+  )
+  return ml_collections.ConfigDict(config)
