@@ -21,6 +21,7 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 import flax.linen as nn
+import jax
 import jax.numpy as jnp
 
 ModuleDef = Callable[..., nn.Module]
@@ -190,6 +191,17 @@ class PreActivationBlock(nn.Module):
     return y + carry
 
 
+def keep_whole(x: jnp.ndarray) -> jnp.ndarray:
+  """The residual stream between blocks, computed once (an identity for the math and autodiff).
+
+  Without it XLA:CPU fuses relu(bn(conv) + shortcut) of every earlier block of a stage into each
+  weight-gradient transpose that reads a block's input, recomputing the stream in strided order:
+  a cost quadratic in depth (ResNet-110 trains 4x slower; benchmarks/RESULTS.md). XLA:CPU drops
+  optimization barriers unless its cse_barrier_expander pass is disabled (resnet_jax.train.steps).
+  """
+  return jax.lax.optimization_barrier(x)
+
+
 class ResNet(nn.Module):
   """Stem, stages of blocks, global average pooling and a dense classifier (He 2015 Table 1 and
   sec. 4.2; He 2016). The CIFAR and ImageNet families are configurations of it.
@@ -232,10 +244,11 @@ class ResNet(nn.Module):
     x = nn.relu(norm(name='stem_bn')(x))
     if self.stem_pool:
       x = nn.max_pool(x, (3, 3), strides=(2, 2), padding=((1, 1), (1, 1)))
+    x = keep_whole(x)
     for s, (size, width) in enumerate(zip(self.stage_sizes, self.widths), 1):
       for b in range(1, size + 1):
         strides = 2 if s > 1 and b == 1 else 1
-        x = self._block(s, b)(width, strides, conv, norm, name=f'stage{s}_block{b}')(x)
+        x = keep_whole(self._block(s, b)(width, strides, conv, norm, name=f'stage{s}_block{b}')(x))
     if self.preactivation:
       x = nn.relu(norm(name='final_bn')(x))
     x = jnp.mean(x, axis=(1, 2))

@@ -41,6 +41,12 @@ from resnet_jax.data.augment import augment, normalize
 from resnet_jax.train import state as state_lib
 from resnet_jax.train.state import TrainState
 
+# XLA:CPU removes optimization barriers before fusion unless this pass is off; the model's
+# barriers (resnet_jax.models.blocks.keep_whole) then keep the residual stream from being
+# recomputed inside every weight-gradient transpose (benchmarks/RESULTS.md). Other backends keep
+# barriers anyway.
+CPU_COMPILER_OPTIONS = {'xla_disable_hlo_passes': 'cse_barrier_expander'}
+
 Prepare = Callable[[Any, Any, jax.Array | None, bool], tuple[jax.Array, jax.Array]]
 Metrics = dict[str, dict[str, jax.Array]]
 
@@ -125,12 +131,21 @@ def merge_metrics(old: Metrics, new: Metrics) -> Metrics:
 
 
 def scan_steps(step: Callable) -> Callable:
-  """K train steps in one call with lax.scan over batches stacked as [K, B, ...]."""
+  """K train steps in one call with lax.scan over batches stacked as [K, B, ...].
+
+  Unrolled on the CPU: XLA:CPU leaves the convolutions of a while-loop body in their autodiff
+  form, which its slow generic path runs (~40x slower; benchmarks/RESULTS.md).
+  """
   def multi_step(state, arrays, batches):
-    state, metrics = jax.lax.scan(lambda s, b: step(s, arrays, b), state, batches)
+    state, metrics = jax.lax.scan(lambda s, b: step(s, arrays, b), state, batches,
+                                  unroll=on_cpu())
     return state, {'sums': jax.tree.map(lambda x: x.sum(0), metrics['sums']),
                    'last': jax.tree.map(lambda x: x[-1], metrics['last'])}
   return multi_step
+
+
+def on_cpu() -> bool:
+  return jax.default_backend() == 'cpu'
 
 
 def compile_train_step(
@@ -151,7 +166,7 @@ def compile_train_step(
   return jax.jit(
       step, donate_argnums=0,
       in_shardings=(replicated, replicated, parallel.batch_sharding(mesh, steps_per_call > 1)),
-      out_shardings=replicated)
+      out_shardings=replicated, compiler_options=CPU_COMPILER_OPTIONS if on_cpu() else None)
 
 
 def compile_eval_step(mesh: Mesh, *, prepare: Prepare, top5: bool = False) -> Callable:
