@@ -34,12 +34,11 @@ import os
 import signal
 import threading
 import time
-from collections.abc import Callable
 
 import jax
 import jax.numpy as jnp
 import numpy as np
-from jax.sharding import Mesh, NamedSharding
+from jax.sharding import Mesh
 
 from resnet_jax import models, parallel
 from resnet_jax.data.augment import NORMALIZATIONS
@@ -267,19 +266,9 @@ def _interval_from_json(saved: dict | None, mesh: Mesh) -> steps.Metrics | None:
   return {'sums': parallel.replicate(sums, mesh), 'last': {}}
 
 
-def _for_data(jitted: Callable, mesh: Mesh, arrays, batch: NamedSharding, donate: bool):
-  """`jitted` (from steps.compile_*_step) for data arrays that are not replicated.
-
-  steps.compile_* place the data arrays replicated; with several processes
-  in-memory data are sharded over examples (inputs.InMemoryData), so the same
-  step function is jitted again with the arrays' own shardings.
-  """
-  shardings = jax.tree.map(lambda x: x.sharding, arrays)
-  if all(s.is_fully_replicated for s in jax.tree.leaves(shardings)):
-    return jitted
-  replicated = parallel.replicated(mesh)
-  return jax.jit(jitted.__wrapped__, donate_argnums=0 if donate else (),
-                 in_shardings=(replicated, shardings, batch), out_shardings=replicated)
+def _sharding_of(arrays):
+  """The shardings of a split's data arrays (replicated, or over examples with several processes)."""
+  return jax.tree.map(lambda x: x.sharding, arrays)
 
 
 class _Trainer:
@@ -290,16 +279,13 @@ class _Trainer:
                latest: dict):
     self.config, self.data, self.ckpt, self.writer = config, data, ckpt, writer
     self.clock, self.latest, self.optimizer = clock, latest, optimizer
-    leading_steps = config.steps_per_call > 1
-    self.train_step = _for_data(
-        steps.compile_train_step(
-            mesh, prepare=data.prepare, learning_rate=optimizer.learning_rate, seed=config.seed,
-            label_smoothing=config.label_smoothing, log_grad_norms=config.log_grad_norms,
-            steps_per_call=config.steps_per_call),
-        mesh, data.arrays('train'), parallel.batch_sharding(mesh, leading_steps), donate=True)
-    self.eval_step = _for_data(
-        steps.compile_eval_step(mesh, prepare=data.prepare, top5=data.num_classes >= 100),
-        mesh, data.arrays(data.eval_splits[0]), parallel.batch_sharding(mesh), donate=False)
+    self.train_step = steps.compile_train_step(
+        mesh, prepare=data.prepare, learning_rate=optimizer.learning_rate, seed=config.seed,
+        label_smoothing=config.label_smoothing, log_grad_norms=config.log_grad_norms,
+        steps_per_call=config.steps_per_call, arrays_sharding=_sharding_of(data.arrays('train')))
+    self.eval_step = steps.compile_eval_step(
+        mesh, prepare=data.prepare, top5=data.num_classes >= 100,
+        arrays_sharding=_sharding_of(data.arrays(data.eval_splits[0])))
     self.observe = jax.jit(optimizer.observe, out_shardings=parallel.replicated(mesh))
     self.saved_step = None
 

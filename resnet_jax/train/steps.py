@@ -151,11 +151,14 @@ def on_cpu() -> bool:
 def compile_train_step(
     mesh: Mesh, *, prepare: Prepare, learning_rate: Callable, seed: int,
     label_smoothing: float = 0.0, log_grad_norms: bool = False, steps_per_call: int = 1,
+    arrays_sharding: Any = None,
 ) -> Callable[[TrainState, Any, Any], tuple[TrainState, Metrics]]:
   """The jitted (state, arrays, batch) -> (state, metrics); the input state is donated.
 
   With steps_per_call = K > 1 every batch leaf has a leading [K] axis and the call
-  runs K steps; K = 1 is the plain step on [B]-leading leaves.
+  runs K steps; K = 1 is the plain step on [B]-leading leaves. `arrays_sharding` is the
+  data arrays' sharding (a pytree or one sharding; default replicated; with several
+  processes in-memory data are sharded over examples).
   """
   step = functools.partial(
       train_step, prepare=prepare, learning_rate=learning_rate, seed=seed,
@@ -165,16 +168,18 @@ def compile_train_step(
   replicated = parallel.replicated(mesh)
   return jax.jit(
       step, donate_argnums=0,
-      in_shardings=(replicated, replicated, parallel.batch_sharding(mesh, steps_per_call > 1)),
+      in_shardings=(replicated, arrays_sharding or replicated,
+                    parallel.batch_sharding(mesh, steps_per_call > 1)),
       out_shardings=replicated, compiler_options=CPU_COMPILER_OPTIONS if on_cpu() else None)
 
 
-def compile_eval_step(mesh: Mesh, *, prepare: Prepare, top5: bool = False) -> Callable:
+def compile_eval_step(mesh: Mesh, *, prepare: Prepare, top5: bool = False,
+                      arrays_sharding: Any = None) -> Callable:
   """The jitted (state, arrays, batch) -> metrics for masked evaluation batches."""
   replicated = parallel.replicated(mesh)
   return jax.jit(
       functools.partial(eval_step, prepare=prepare, top5=top5),
-      in_shardings=(replicated, replicated, parallel.batch_sharding(mesh)),
+      in_shardings=(replicated, arrays_sharding or replicated, parallel.batch_sharding(mesh)),
       out_shardings=replicated)
 
 
