@@ -65,6 +65,8 @@ def _paper_recipe(model: str) -> dict:
       data_dir='',
       tfds_manual_dir='',  # folder with the official archive, for tfds without internet
       val_split=0,
+      train_subset=0,  # 0 = all; N = a fixed random N of the train split (quick studies)
+      test_subset=0,  # 0 = all; N = a fixed random N of the test split
       normalization='per_pixel_mean',
       augment=True,
       batch_size=128,

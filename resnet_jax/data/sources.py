@@ -5,7 +5,8 @@ the train loop moves batches to the device and augments them there
 (`resnet_jax.data.augment`). The optional validation split follows He et al.
 2015, sec. 4.2 ("45k/5k train/val split"): it is carved out of the training set
 by a fixed permutation that does not depend on the run's seed, so every run of
-a study is validated on the same examples.
+a study is validated on the same examples. The optional train and test subsets
+(train_subset, test_subset) are fixed in the same way, for quick studies on a CPU.
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ DATASETS = TFDS_DATASETS + ('image_folder', 'synthetic')
 IMAGE_FOLDER_SPLITS = ('train', 'test')
 VAL_SPLIT_KEY = 2015  # fixed seed of the train/val permutation (never the run's seed)
 SYNTHETIC_KEY = 2016  # fixed seed of the synthetic images and labels
+SUBSET_KEY = 2017  # fixed seed of the train/test subsets (never the run's seed)
 DEFAULT_NUM_CLASSES = 10
 TFDS_READ_BATCH = 4096
 DECODE_CHUNK = 256
@@ -72,6 +74,7 @@ def load_dataset(config, rows: Rows | None = None) -> Dataset:
   """Loads `config.dataset` into memory and carves out `config.val_split` examples.
 
   Config fields read: dataset, data_dir, val_split (0 = no validation split),
+  train_subset and test_subset (0 = the whole split; see subset_indices),
   tfds_manual_dir (cifar10/cifar100), synthetic_size, image_size, num_classes
   (synthetic). With `rows` every split keeps only this process's contiguous range
   of examples: image folders decode only those files; tfds and synthetic data
@@ -81,8 +84,10 @@ def load_dataset(config, rows: Rows | None = None) -> Dataset:
   if name not in DATASETS:
     raise ValueError(f'dataset={name!r} is not an in-memory source; choose one of {DATASETS}')
   val_split = config.get('val_split', 0)
+  subsets = Subsets(train=config.get('train_subset', 0), test=config.get('test_subset', 0))
   if name == 'image_folder':
-    return load_image_folder(config.get('data_dir', ''), val_split=val_split, rows=rows)
+    return load_image_folder(config.get('data_dir', ''), val_split=val_split, rows=rows,
+                             subsets=subsets)
   if name in TFDS_DATASETS:
     dataset = _load_tfds(name, config.get('data_dir', ''), config.get('tfds_manual_dir', ''))
   else:
@@ -91,7 +96,38 @@ def load_dataset(config, rows: Rows | None = None) -> Dataset:
         config.get('image_size', 32),
         config.get('num_classes', None) or DEFAULT_NUM_CLASSES,
     )
-  return keep_rows(split_validation(dataset, val_split), rows)
+  return keep_rows(keep_subsets(split_validation(dataset, val_split), subsets), rows)
+
+
+@dataclasses.dataclass(frozen=True)
+class Subsets:
+  """How many examples of the train and test splits to keep; 0 keeps the whole split."""
+
+  train: int = 0
+  test: int = 0
+
+
+def subset_indices(size: int, keep: int, name: str) -> np.ndarray:
+  """Sorted indices of `keep` of a split's `size` examples (all of them when keep is 0).
+
+  They are the first `keep` of a permutation seeded with SUBSET_KEY, never with the
+  run's seed, so every run of a study trains and is tested on the same examples, and
+  a smaller subset is part of a larger one. `name` is the config field, for the error.
+  """
+  if keep < 0 or keep > size:
+    raise ValueError(f'{name}={keep} must be in [0, {size}] (the split has {size} examples); '
+                     f'set {name}=0 for the whole split')
+  if keep == 0:
+    return np.arange(size)
+  return np.sort(np.random.default_rng(SUBSET_KEY).permutation(size)[:keep])
+
+
+def keep_subsets(dataset: Dataset, subsets: Subsets) -> Dataset:
+  """The train and test splits cut to their subsets (subset_indices); val is left whole."""
+  train = subset_indices(len(dataset.train), subsets.train, 'train_subset')
+  test = subset_indices(len(dataset.test), subsets.test, 'test_subset')
+  return dataclasses.replace(
+      dataset, train=_take(dataset.train, train), test=_take(dataset.test, test))
 
 
 def validation_indices(num_train: int, val_split: int) -> tuple[np.ndarray, np.ndarray]:
@@ -204,6 +240,7 @@ def load_image_folder(
     num_workers: int | None = None,
     val_split: int = 0,
     rows: Rows | None = None,
+    subsets: Subsets = Subsets(),
 ) -> Dataset:
   """Reads data_dir/{train,test}/<class>/<image> into memory.
 
@@ -213,8 +250,9 @@ def load_image_folder(
   images are converted to RGB (alpha dropped). All images must share one size.
   Files are decoded by a thread pool of `num_workers` threads (default: the
   CPU count; Pillow releases the GIL while decoding). `val_split` training
-  examples become the validation split (validation_indices); with `rows` only
-  this process's examples of each split are decoded.
+  examples become the validation split (validation_indices), and train and test
+  keep only their `subsets` (subset_indices); with `rows` only this process's
+  examples of each split are decoded.
   """
   listings = {split: _list_split(data_dir, split) for split in IMAGE_FOLDER_SPLITS}
   class_names = tuple(listings['train'])
@@ -226,6 +264,8 @@ def load_image_folder(
         f'only in test {only_test}')
   files = {split: _files_and_labels(listings[split], class_names) for split in IMAGE_FOLDER_SPLITS}
   train_idx, val_idx = validation_indices(len(files['train'][0]), val_split)
+  train_idx = train_idx[subset_indices(len(train_idx), subsets.train, 'train_subset')]
+  test_idx = subset_indices(len(files['test'][0]), subsets.test, 'test_subset')
   first = listings['train'][class_names[0]][0]
   size = _image_size(first)
 
@@ -238,7 +278,7 @@ def load_image_folder(
   return Dataset(
       train=decode('train', train_idx),
       val=decode('train', val_idx) if val_split else None,
-      test=decode('test', np.arange(len(files['test'][0]))),
+      test=decode('test', test_idx),
       num_classes=len(class_names), class_names=class_names)
 
 

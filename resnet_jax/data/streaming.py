@@ -208,6 +208,9 @@ def _check_config(config: ml_collections.ConfigDict, process_index: int,
                      f'{NORMALIZATIONS}')
   if config.val_split:
     raise ValueError('config.val_split is not supported by streaming sources; set it to 0')
+  subsets = [name for name in ('train_subset', 'test_subset') if config.get(name, 0)]
+  if subsets:
+    raise ValueError(f'config.{subsets[0]} is not supported by streaming sources; set it to 0')
   if not 0 <= process_index < process_count:
     raise ValueError(f'process_index {process_index} is outside [0, {process_count})')
   for name in ('batch_size', 'eval_batch_size'):

@@ -200,7 +200,45 @@ def test_validation_split_is_fixed_and_disjoint_from_train():
   assert val_rows != [image.tobytes() for image in whole.train.images[-10:]]  # not just the tail
 
 
+def _rows(split: sources.Split) -> list[tuple[bytes, int]]:
+  return [(image.tobytes(), int(label)) for image, label in zip(split.images, split.labels)]
+
+
+def test_subsets_are_fixed_nested_and_taken_after_the_validation_split():
+  whole = load_dataset(make_config(val_split=10))
+  small = load_dataset(make_config(val_split=10, train_subset=6, test_subset=3))
+  large = load_dataset(make_config(val_split=10, train_subset=20, test_subset=5, seed=7))
+  assert (len(small.train), len(small.test), len(large.train), len(large.test)) == (6, 3, 20, 5)
+  for part, subset in (('train', small.train), ('test', small.test)):
+    kept = sources.subset_indices(len(getattr(whole, part)), len(subset), f'{part}_subset')
+    assert _rows(subset) == [_rows(getattr(whole, part))[i] for i in kept]  # in split order
+  assert set(_rows(small.train)) <= set(_rows(large.train))  # a smaller subset is in a larger
+  assert set(_rows(small.test)) <= set(_rows(large.test))
+  assert _rows(small.val) == _rows(whole.val)  # validation is left whole
+  assert _rows(small.train) != _rows(whole.train)[:6]  # a random subset, not the head
+  np.testing.assert_array_equal(sources.subset_indices(5, 0, 'test_subset'), np.arange(5))
+
+
+def test_image_folder_decodes_only_the_subsets(image_folder, monkeypatch):
+  whole = load_dataset(make_config(dataset='image_folder', data_dir=str(image_folder)))
+  decoded = []
+  decode = sources._decode
+  monkeypatch.setattr(sources, '_decode',
+                      lambda paths, *args: decoded.append(len(paths)) or decode(paths, *args))
+  subset = load_dataset(make_config(dataset='image_folder', data_dir=str(image_folder),
+                                    train_subset=4, test_subset=2))
+  assert decoded == [4, 2]
+  for part in ('train', 'test'):
+    split = getattr(subset, part)
+    kept = sources.subset_indices(len(getattr(whole, part)), len(split), f'{part}_subset')
+    assert _rows(split) == [_rows(getattr(whole, part))[i] for i in kept]
+
+
 @pytest.mark.parametrize('fields,match', [
+    (dict(train_subset=41), r'train_subset=41 must be in \[0, 40\] \(the split has 40 '
+     r'examples\); set train_subset=0 for the whole split'),
+    (dict(val_split=10, train_subset=31), r'train_subset=31 must be in \[0, 30\]'),
+    (dict(test_subset=-1), r'test_subset=-1 must be in \[0, 8\]'),
     (dict(val_split=40), r'val_split=40 must be in \[0, 40\)'),
     (dict(val_split=-1), 'val_split=-1'),
     (dict(dataset='imagenet2012'), 'not an in-memory source'),

@@ -245,6 +245,7 @@ def test_pca_lighting_adds_principal_components_scaled_by_eigenvalue_times_gauss
     (dict(scale_range=(16, 64)), 'scale_range'),
     (dict(eval_resize_size=16), 'eval_resize_size'),
     (dict(val_split=100), 'val_split'),
+    (dict(test_subset=100), 'test_subset is not supported by streaming sources; set it to 0'),
     (dict(dataset='cifar10'), 'not a streaming source'),
     (dict(data_dir='/nonexistent'), 'no train/ folder'),
 ])
