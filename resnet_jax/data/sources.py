@@ -15,6 +15,8 @@ import concurrent.futures
 import dataclasses
 import os
 import pathlib
+import socket
+import urllib.parse
 from collections.abc import Callable, Sequence
 
 import numpy as np
@@ -31,6 +33,7 @@ SUBSET_KEY = 2017  # fixed seed of the train/test subsets (never the run's seed)
 DEFAULT_NUM_CLASSES = 10
 TFDS_READ_BATCH = 4096
 DECODE_CHUNK = 256
+DOWNLOAD_CHECK_SECONDS = 10  # how long to try a download host before calling it unreachable
 
 # A process's share of a split of n examples: the range [start, stop) of them it keeps
 # (stop may pass n). Runs of several processes pass resnet_jax.parallel.process_rows.
@@ -196,6 +199,8 @@ def _load_tfds(name: str, data_dir: str, manual_dir: str) -> Dataset:
   builder = tfds.builder(name, data_dir=data_dir or None)
   if manual_dir and not builder.is_prepared():
     _check_manual_dir(builder, manual_dir)
+  elif not builder.is_prepared():
+    _check_download_hosts(builder)
   download_config = tfds.download.DownloadConfig(manual_dir=manual_dir or None)
   try:
     builder.download_and_prepare(download_config=download_config)
@@ -222,6 +227,27 @@ def _check_manual_dir(builder, manual_dir: str) -> None:
       raise ValueError(
           f'tfds_manual_dir={manual_dir!r} has no {info.filename}; put the official '
           f'archive from {url} there')
+
+
+def _check_download_hosts(builder) -> None:
+  """One-line error when tfds would download from a host this machine cannot reach (tfds
+  itself retries for minutes before it gives up)."""
+  for url, info in (builder.url_infos or {}).items():
+    host = urllib.parse.urlparse(url).hostname
+    if host and not reachable(host, 443):
+      raise ValueError(
+          f'{builder.name} must be downloaded from {host}, which is unreachable: put the '
+          f'official archive {info.filename or url} in a folder and set tfds_manual_dir to it, '
+          'or use dataset=image_folder')
+
+
+def reachable(host: str, port: int) -> bool:
+  """True when a TCP connection to host:port opens within DOWNLOAD_CHECK_SECONDS."""
+  try:
+    socket.create_connection((host, port), timeout=DOWNLOAD_CHECK_SECONDS).close()
+  except OSError:
+    return False
+  return True
 
 
 def _read_tfds_split(builder, split: str) -> Split:

@@ -2,6 +2,7 @@
 
 import pathlib
 import shutil
+import socket
 from unittest import mock
 
 import ml_collections
@@ -33,7 +34,8 @@ def assert_one_line_error(match, function, *args):
 
 
 @pytest.mark.parametrize('name,num_classes', [('cifar10', 10), ('cifar100', 100)])
-def test_tfds_gives_uint8_images_and_int32_labels(tmp_path, name, num_classes):
+def test_tfds_gives_uint8_images_and_int32_labels(tmp_path, name, num_classes, monkeypatch):
+  monkeypatch.setattr(sources, 'reachable', lambda host, port: True)  # mock_data downloads nothing
   with tfds.testing.mock_data(num_examples=6):
     dataset = load_dataset(make_config(dataset=name, data_dir=str(tmp_path), val_split=2))
   assert dataset.num_classes == num_classes and len(dataset.class_names) == num_classes
@@ -54,6 +56,25 @@ def test_tfds_manual_dir_reaches_the_download_config(tmp_path):
     load_dataset(config)
   download_config = prepare.call_args.kwargs['download_config']
   assert pathlib.Path(download_config.manual_dir) == manual_dir
+
+
+def test_unreachable_download_host_is_a_one_line_error_before_any_download(tmp_path, monkeypatch):
+  asked = []
+  monkeypatch.setattr(sources, 'reachable', lambda host, port: asked.append((host, port)))
+  config = make_config(dataset='cifar10', data_dir=str(tmp_path))
+  with mock.patch.object(tfds.core.DatasetBuilder, 'download_and_prepare') as prepare:
+    assert_one_line_error(
+        r'^cifar10 must be downloaded from www.cs.toronto.edu, which is unreachable: put the '
+        r'official archive cifar-10-binary.tar.gz in a folder and set tfds_manual_dir to it, or '
+        r'use dataset=image_folder$', load_dataset, config)
+  assert asked == [('www.cs.toronto.edu', 443)] and not prepare.called
+
+
+def test_reachable_is_whether_a_tcp_connection_opens():
+  with socket.create_server(('127.0.0.1', 0)) as server:
+    port = server.getsockname()[1]
+    assert sources.reachable('127.0.0.1', port)
+  assert not sources.reachable('127.0.0.1', port)  # closed: refused at once
 
 
 def test_tfds_reads_the_archive_from_manual_dir(tmp_path):
