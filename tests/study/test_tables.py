@@ -61,6 +61,24 @@ def test_csv_and_markdown_files(fake_study):
   assert not list(workdir.glob('.*'))  # no temporary file left
 
 
+def test_quick_runs_get_no_gap_to_the_paper(fake_study):
+  workdir, _ = fake_study(models=('resnet20', 'resnet56'), seeds=1, num_steps=300)
+  assert [row['gap_to_paper'] for row in tables.summarize(load_runs(workdir))] == [
+      pytest.approx(math.nan, nan_ok=True)] * 2
+  tables.write_tables(workdir)
+  line = next(line for line in (workdir / 'results.md').read_text().splitlines()
+              if line.startswith('| resnet20 |'))
+  assert line.endswith('| 8.75 |')  # the paper's number, no comparison
+
+
+def test_unfinished_runs_get_no_gap_to_the_paper(fake_study):
+  workdir, _ = fake_study(models=('resnet20',), seeds=2)
+  cut = workdir / 'resnet20' / 'seed1' / 'metrics.jsonl'
+  cut.write_text(''.join(cut.read_text().splitlines(keepends=True)[:-1]))  # no 'end' event
+  row, = tables.summarize(load_runs(workdir))
+  assert math.isnan(row['gap_to_paper']) and row['paper_test_error'] == 8.75
+
+
 def test_single_seed_has_no_spread(fake_study):
   workdir, truth = fake_study(models=('resnet20',), seeds=1)
   row, = tables.summarize(load_runs(workdir))
