@@ -73,12 +73,20 @@ def write_image_folder(root) -> None:
         Image.fromarray(pixels.astype(np.uint8)).save(folder / f'{i}.png')
 
 
+# `python -m resnet_jax.main` with TensorFlow and tfds made unimportable: image folders need neither
+# (GPU images often lack them).
+WITHOUT_TENSORFLOW = ('import runpy, sys; sys.modules.update(tensorflow=None, tensorflow_datasets=None);'
+                      " sys.argv[0] = 'resnet_jax.main'; runpy.run_module('resnet_jax.main',"
+                      " run_name='__main__')")
+
+
 def run_cli(workdir, data_dir, num_train_steps, cache_dir) -> subprocess.CompletedProcess:
-  """The CLI in a fresh process; the runs share a persistent XLA cache to save compile time."""
+  """The CLI in a fresh process without TensorFlow; the runs share a persistent XLA cache to save
+  compile time."""
   env = {**os.environ, 'JAX_COMPILATION_CACHE_DIR': str(cache_dir),
          'JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS': '0'}
   command = [
-      sys.executable, '-m', 'resnet_jax.main', '--config=configs/cifar10.py:resnet8',
+      sys.executable, '-c', WITHOUT_TENSORFLOW, '--config=configs/cifar10.py:resnet8',
       f'--workdir={workdir}', '--config.dataset=image_folder', f'--config.data_dir={data_dir}',
       '--config.batch_size=8', '--config.eval_batch_size=16', '--config.log_every_steps=4',
       '--config.eval_every_steps=8', '--config.checkpoint_every_steps=8',

@@ -20,9 +20,7 @@ import urllib.parse
 from collections.abc import Callable, Sequence
 
 import numpy as np
-import tensorflow_datasets as tfds
 from PIL import Image
-from tensorflow_datasets.core.download.download_manager import NonMatchingChecksumError
 
 TFDS_DATASETS = ('cifar10', 'cifar100')
 DATASETS = TFDS_DATASETS + ('image_folder', 'synthetic')
@@ -196,6 +194,10 @@ def _load_tfds(name: str, data_dir: str, manual_dir: str) -> Dataset:
   `manual_dir`; it is passed as `tfds.download.DownloadConfig(manual_dir=...)`
   and tfds uses it instead of downloading (after checking its checksum).
   """
+  # Imported here: image folders and synthetic data need neither tfds nor TensorFlow.
+  import tensorflow_datasets as tfds  # pylint: disable=import-outside-toplevel
+  from tensorflow_datasets.core.download.download_manager import (  # pylint: disable=import-outside-toplevel
+      NonMatchingChecksumError)
   builder = tfds.builder(name, data_dir=data_dir or None)
   if manual_dir and not builder.is_prepared():
     _check_manual_dir(builder, manual_dir)
@@ -251,6 +253,7 @@ def reachable(host: str, port: int) -> bool:
 
 
 def _read_tfds_split(builder, split: str) -> Split:
+  import tensorflow_datasets as tfds  # pylint: disable=import-outside-toplevel
   batches = list(tfds.as_numpy(builder.as_dataset(split=split, batch_size=TFDS_READ_BATCH)))
   return Split(
       images=np.concatenate([b['image'] for b in batches]).astype(np.uint8),
