@@ -177,6 +177,40 @@ def test_a_run_saved_before_the_subset_fields_counts_as_the_whole_data(tmp_path,
     runner.main([f'--workdir={workdir}', '--preset=quick', '--models=plain20'])
 
 
+def test_parallel_jobs_start_deepest_first_within_each_seed(tmp_path):
+  study = runner.parse_flags([f'--workdir={tmp_path}', '--seeds=2', '--preset=quick',
+                              '--parallel=2', '--models=resnet20,plain56,resnet56,plain20'])
+  assert [(job.model, job.seed) for job in runner.make_jobs(study)] == [
+      ('plain56', 0), ('resnet56', 0), ('resnet20', 0), ('plain20', 0),
+      ('plain56', 1), ('resnet56', 1), ('resnet20', 1), ('plain20', 1)]
+
+
+def test_cpu_slots_split_the_cores_only_for_parallel_cpu_runs(monkeypatch):
+  monkeypatch.setattr(os, 'sched_getaffinity', lambda pid: {4, 0, 2, 1, 3})
+  assert runner.cpu_slots(2, 'cpu') == [{0, 2, 4}, {1, 3}]
+  assert runner.cpu_slots(5, 'cpu') == [{0}, {1}, {2}, {3}, {4}]
+  assert runner.cpu_slots(1, 'cpu') is None and runner.cpu_slots(3, 'gpu') is None
+  with pytest.raises(ValueError, match=r'^--parallel=6 is more than the 5 CPU cores the runs can '
+                     r'use; give at most 5$'):
+    runner.cpu_slots(6, 'cpu')
+
+
+@pytest.mark.skipif(len(os.sched_getaffinity(0)) < 2, reason='needs 2 CPU cores')
+def test_parallel_cpu_runs_are_pinned_to_their_slot(tmp_path):
+  # Each fake run records the cores it may use, holds its slot a moment and finishes.
+  record = ('import json, os, pathlib, sys, time; run = pathlib.Path(sys.argv[1]); '
+            'run.mkdir(parents=True); (run / "cores.json").write_text(json.dumps(sorted('
+            'os.sched_getaffinity(0)))); time.sleep(0.5); (run / "metrics.jsonl").write_text('
+            '\'{"step": 1, "event": "end"}\\n\')')
+  jobs = [runner.Job(model, 0, tmp_path / model / 'seed0',
+                     (sys.executable, '-c', record, str(tmp_path / model / 'seed0')))
+          for model in ('plain8', 'resnet8', 'plain14')]
+  cores = runner.cpu_slots(2, 'cpu')
+  assert runner.run_jobs(jobs, parallel=2, cores=cores) == []
+  used = [set(json.loads((job.run_dir / 'cores.json').read_text())) for job in jobs]
+  assert used[:2] == cores and used[2] in cores  # the third takes the slot freed first
+
+
 def test_failed_runs_are_reported_while_the_others_finish(tmp_path, capsys):
   finish = ('import pathlib, sys; run = pathlib.Path(sys.argv[1]); run.mkdir(parents=True); '
             "(run / 'metrics.jsonl').write_text('{\"step\": 1, \"event\": \"end\"}\\n')")
