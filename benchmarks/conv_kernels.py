@@ -10,7 +10,8 @@ He et al. 2015 sec. 4.2: the three stages convolve 16, 32 and 64 channels on 32x
   convolutions without BN), one jitted call;
 and the same four in PyTorch (channels_last, aten.convolution_backward, autograd) when torch
 imports. Times are medians of --repeats windows of --calls calls, each window synchronised;
-GFLOP/s counts 2 * N * H * W * 9 * C * C per convolution. It prints a Markdown table and
+GFLOP/s counts 2 * N * H * W * 9 * C * C per convolution (3L - 1 of them in a chain of L layers:
+the first layer's input gradient is never needed). It prints a Markdown table and
 writes JSON; benchmarks/RESULTS.md uses it to show where a CPU train step goes.
 """
 
@@ -59,6 +60,7 @@ def median_seconds(call: Callable[[], object], sync: Callable[[object], object])
 
 
 def conv(x: jax.Array, w: jax.Array) -> jax.Array:
+  """A 3x3 convolution, stride 1, padding 1, as flax.linen.Conv computes it."""
   return jax.lax.conv_general_dilated(x, w, (1, 1), ((1, 1), (1, 1)), dimension_numbers=DIMENSIONS)
 
 
@@ -94,7 +96,7 @@ def torch_calls(size: int, channels: int) -> dict[str, Callable[[], object]]:
   ws = [torch.nn.Parameter(tensor(channels, channels, 3, 3, scale=0.1))
         for _ in range(_LAYERS.value)]
 
-  def backward(mask: list[bool]):
+  def backward(mask: list[bool]) -> tuple[torch.Tensor | None, ...]:
     return torch.ops.aten.convolution_backward(g, x, ws[0].detach(), None, [1, 1], [1, 1],
                                                [1, 1], False, [0, 0], 1, mask)
 
@@ -125,7 +127,8 @@ def measure() -> list[dict]:
     for framework, (make_calls, sync) in frameworks.items():
       for op, call in make_calls(size, channels).items():
         seconds = median_seconds(call, sync)
-        convs = 3 * _LAYERS.value if op == 'chain' else 1  # fwd, dgrad, wgrad per layer
+        # fwd, dgrad, wgrad per layer, but no dgrad of the first layer (its input needs none)
+        convs = 3 * _LAYERS.value - 1 if op == 'chain' else 1
         rows.append({'framework': framework, 'stage': stage, 'size': size, 'channels': channels,
                      'op': op, 'ms': 1e3 * seconds, 'gflops': convs * flop / seconds / 1e9})
   return rows

@@ -16,7 +16,7 @@ from resnet_jax.train import checkpoint, loop, metrics
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 START_KEYS = {'event', 'step', 'wall_time', 'model', 'params', 'dataset', 'devices',
-              'process_count', 'batch_size', 'num_train_steps'}
+              'process_count', 'batch_size', 'num_train_steps', 'train_subset', 'test_subset'}
 TRAIN_KEYS = {'step', 'wall_time', 'train_loss', 'train_error', 'learning_rate', 'images_per_sec'}
 
 
@@ -75,9 +75,10 @@ def write_image_folder(root) -> None:
 
 # `python -m resnet_jax.main` with TensorFlow and tfds made unimportable: image folders need neither
 # (GPU images often lack them).
-WITHOUT_TENSORFLOW = ('import runpy, sys; sys.modules.update(tensorflow=None, tensorflow_datasets=None);'
-                      " sys.argv[0] = 'resnet_jax.main'; runpy.run_module('resnet_jax.main',"
-                      " run_name='__main__')")
+WITHOUT_TENSORFLOW = ('import runpy, sys; '
+                      'sys.modules.update(tensorflow=None, tensorflow_datasets=None); '
+                      "sys.argv[0] = 'resnet_jax.main'; "
+                      "runpy.run_module('resnet_jax.main', run_name='__main__')")
 
 
 def run_cli(workdir, data_dir, num_train_steps, cache_dir) -> subprocess.CompletedProcess:

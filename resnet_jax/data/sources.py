@@ -17,6 +17,7 @@ import os
 import pathlib
 import socket
 import urllib.parse
+import urllib.request
 from collections.abc import Callable, Sequence
 
 import numpy as np
@@ -32,6 +33,7 @@ DEFAULT_NUM_CLASSES = 10
 TFDS_READ_BATCH = 4096
 DECODE_CHUNK = 256
 DOWNLOAD_CHECK_SECONDS = 10  # how long to try a download host before calling it unreachable
+DEFAULT_PORTS = {'https': 443, 'http': 80}
 
 # A process's share of a split of n examples: the range [start, stop) of them it keeps
 # (stop may pass n). Runs of several processes pass resnet_jax.parallel.process_rows.
@@ -127,6 +129,8 @@ def keep_subsets(dataset: Dataset, subsets: Subsets) -> Dataset:
   """The train and test splits cut to their subsets (subset_indices); val is left whole."""
   train = subset_indices(len(dataset.train), subsets.train, 'train_subset')
   test = subset_indices(len(dataset.test), subsets.test, 'test_subset')
+  if subsets == Subsets():
+    return dataset
   return dataclasses.replace(
       dataset, train=_take(dataset.train, train), test=_take(dataset.test, test))
 
@@ -196,8 +200,8 @@ def _load_tfds(name: str, data_dir: str, manual_dir: str) -> Dataset:
   """
   # Imported here: image folders and synthetic data need neither tfds nor TensorFlow.
   import tensorflow_datasets as tfds  # pylint: disable=import-outside-toplevel
-  from tensorflow_datasets.core.download.download_manager import (  # pylint: disable=import-outside-toplevel
-      NonMatchingChecksumError)
+  # pylint: disable-next=import-outside-toplevel
+  from tensorflow_datasets.core.download.download_manager import NonMatchingChecksumError
   builder = tfds.builder(name, data_dir=data_dir or None)
   if manual_dir and not builder.is_prepared():
     _check_manual_dir(builder, manual_dir)
@@ -233,18 +237,28 @@ def _check_manual_dir(builder, manual_dir: str) -> None:
 
 def _check_download_hosts(builder) -> None:
   """One-line error when tfds would download from a host this machine cannot reach (tfds
-  itself retries for minutes before it gives up)."""
+  itself retries for minutes before it gives up). Downloads through a proxy are not checked."""
   for url, info in (builder.url_infos or {}).items():
-    host = urllib.parse.urlparse(url).hostname
-    if host and not reachable(host, 443):
+    parsed = urllib.parse.urlparse(url)
+    host, port = parsed.hostname, parsed.port or DEFAULT_PORTS.get(parsed.scheme)
+    if not host or not port or _proxied(parsed.scheme, host):
+      continue
+    if not reachable(host, port):
       raise ValueError(
           f'{builder.name} must be downloaded from {host}, which is unreachable: put the '
-          f'official archive {info.filename or url} in a folder and set tfds_manual_dir to it, '
-          'or use dataset=image_folder')
+          f'official archive {info.filename or url} (from {url}) in a folder and set '
+          'tfds_manual_dir to it, or use dataset=image_folder')
+
+
+def _proxied(scheme: str, host: str) -> bool:
+  """True when the environment sends requests for `host` through a proxy (as tfds' do)."""
+  proxies = urllib.request.getproxies()
+  return bool(proxies.get(scheme) or proxies.get('all')) and not urllib.request.proxy_bypass(host)
 
 
 def reachable(host: str, port: int) -> bool:
-  """True when a TCP connection to host:port opens within DOWNLOAD_CHECK_SECONDS."""
+  """True when a TCP connection to host:port opens (DOWNLOAD_CHECK_SECONDS per address tried,
+  after the name lookup)."""
   try:
     socket.create_connection((host, port), timeout=DOWNLOAD_CHECK_SECONDS).close()
   except OSError:
@@ -278,7 +292,7 @@ def load_image_folder(
   '.' are skipped. Any format Pillow reads works; grey-scale, palette and RGBA
   images are converted to RGB (alpha dropped). All images must share one size.
   Files are decoded by a thread pool of `num_workers` threads (default: the
-  CPU count; Pillow releases the GIL while decoding). `val_split` training
+  cores this process may use; Pillow releases the GIL while decoding). `val_split` training
   examples become the validation split (validation_indices), and train and test
   keep only their `subsets` (subset_indices); with `rows` only this process's
   examples of each split are decoded.
@@ -348,7 +362,7 @@ def _decode(
   """Decodes the images (all of `size`, like `first`) in parallel into uint8 [N, H, W, 3]."""
   images = np.empty((len(paths), size[1], size[0], 3), np.uint8)
   chunks = range(0, len(paths), DECODE_CHUNK)
-  with concurrent.futures.ThreadPoolExecutor(num_workers or os.cpu_count()) as pool:
+  with concurrent.futures.ThreadPoolExecutor(num_workers or _usable_cores()) as pool:
     futures = [pool.submit(_decode_chunk, paths, images, start, first) for start in chunks]
     try:
       for future in futures:  # in file order, so the first bad file is reported
@@ -357,6 +371,13 @@ def _decode(
       for future in futures:
         future.cancel()
   return images
+
+
+def _usable_cores() -> int:
+  """The cores this process may run on (a study runner may pin it to some), else all of them."""
+  if hasattr(os, 'sched_getaffinity'):
+    return len(os.sched_getaffinity(0))
+  return os.cpu_count() or 1
 
 
 def _image_size(path: pathlib.Path) -> tuple[int, int]:

@@ -13,8 +13,8 @@ error) and checked against the config.json of a run already in its folder, so a 
 resumed or skipped with another preset's runs. At the end the figures (DIR/figures) and the
 table (DIR/results.md, .csv) are drawn from the runs' metrics.jsonl; --plot-only only redraws
 them. DIR/run_info.json records each invocation's command, git commit, device and versions.
---parallel=K trains K runs at once: on a GPU or TPU they share the accelerator's memory; on the
-CPU each is pinned to its own 1/K of the cores (cpu_slots), and the deepest runs start first.
+--parallel=K trains K runs at once, the deepest first: on a GPU or TPU they share the
+accelerator's memory; on the CPU each is pinned to its own 1/K of the cores (cpu_slots).
 
 Presets: 'paper' is the sec. 4.2 recipe for the nine networks of Fig. 6 / Table 6. 'quick' keeps
 the shape of the schedule (lr /10 at 1/2 and 3/4 of training) on QUICK_STEPS steps of batch 64
@@ -277,10 +277,9 @@ def child_env(parallel: int) -> dict[str, str]:
 def cpu_slots(parallel: int, backend: str) -> list[frozenset[int]] | None:
   """The CPU cores of each of `parallel` run slots when the runs train on the CPU, else None.
 
-  XLA:CPU sizes its thread pool by the cores a process may use. K runs each pinned to 1/K of
-  the cores beat K runs sharing all of them, and beat one run on all of them, as one run's
-  threads keep the cores only partly busy (measured on 2 cores: two pinned runs of the quick
-  preset in 111 s, one after the other on both cores 164 s).
+  XLA:CPU sizes its thread pool by the cores a process may use. K runs each pinned to its own
+  contiguous 1/K of the cores beat K runs sharing all of them, and beat one run on all of them,
+  as one run's threads keep the cores only partly busy (benchmarks/RESULTS.md).
   """
   if parallel == 1 or backend != 'cpu' or not hasattr(os, 'sched_setaffinity'):
     return None
@@ -288,7 +287,8 @@ def cpu_slots(parallel: int, backend: str) -> list[frozenset[int]] | None:
   if parallel > len(cores):
     raise ValueError(f'--parallel={parallel} is more than the {len(cores)} CPU cores the runs can '
                      f'use; give at most {len(cores)}')
-  return [frozenset(cores[slot::parallel]) for slot in range(parallel)]
+  bounds = [len(cores) * slot // parallel for slot in range(parallel + 1)]
+  return [frozenset(cores[start:stop]) for start, stop in zip(bounds, bounds[1:])]
 
 
 def _describe(job: Job) -> str:

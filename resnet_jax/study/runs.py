@@ -106,8 +106,9 @@ def mean_curve(runs: list[Run], key: str) -> tuple[list[int], list[float]]:
 
 
 def describe(runs: dict[str, list[Run]]) -> str:
-  """What the runs are, from their 'start' events: data set, batch size, iterations, seeds and
-  any unfinished run, e.g. 'cifar10, batch 128, 64000 iterations, 1 seed'.
+  """What the runs are, from their 'start' events: data set, batch size, iterations, any data
+  subset, seeds and any unfinished run, e.g. 'cifar10, batch 128, 64000 iterations, 1 seed' or
+  'image_folder, batch 64, 300 iterations, test subset 2000, 1 seed'.
 
   Figures and tables carry it, so a quick or partial study is never taken for the paper's
   (sec. 4.2: batch 128, 64k iterations).
@@ -122,8 +123,11 @@ def describe(runs: dict[str, list[Run]]) -> str:
     return joined(start.get(key, '?') for start in starts)
 
   seeds = joined(len(model_runs) for model_runs in runs.values())
-  text = (f"{values('dataset')}, batch {values('batch_size')}, "
-          f"{values('num_train_steps')} iterations, {seeds} seed{'' if seeds == '1' else 's'}")
+  subsets = [f'{split} subset {joined(start.get(f"{split}_subset", 0) for start in starts)}'
+             for split in ('train', 'test') if any(start.get(f'{split}_subset') for start in starts)]
+  text = ', '.join([values('dataset'), f"batch {values('batch_size')}",
+                    f"{values('num_train_steps')} iterations", *subsets,
+                    f"{seeds} seed{'' if seeds == '1' else 's'}"])
   unfinished = [f'{run.model}/seed{run.seed} at {run.last_step}' for run in found
                 if not run.event('end')]
   return f"{text}; unfinished: {', '.join(unfinished)}" if unfinished else text

@@ -241,7 +241,9 @@ def _start_or_resume(config, state, restored, writer) -> tuple:
   if restored is None:
     row = {'event': 'start', 'step': 0, 'wall_time': 0.0, 'model': config.model,
            'params': state_lib.param_count(state), 'dataset': config.dataset, **run,
-           'batch_size': config.batch_size, 'num_train_steps': config.num_train_steps}
+           'batch_size': config.batch_size, 'num_train_steps': config.num_train_steps,
+           'train_subset': config.get('train_subset', 0),
+           'test_subset': config.get('test_subset', 0)}
     writer.start(row)
     return state, 0.0, [row], None
   state, meta = restored

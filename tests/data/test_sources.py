@@ -58,6 +58,15 @@ def test_tfds_manual_dir_reaches_the_download_config(tmp_path):
   assert pathlib.Path(download_config.manual_dir) == manual_dir
 
 
+@pytest.fixture
+def no_proxy(monkeypatch):
+  """An environment without proxy settings (tfds would download directly)."""
+  for name in ('https_proxy', 'http_proxy', 'all_proxy', 'no_proxy'):
+    monkeypatch.delenv(name, raising=False)
+    monkeypatch.delenv(name.upper(), raising=False)
+
+
+@pytest.mark.usefixtures('no_proxy')
 def test_unreachable_download_host_is_a_one_line_error_before_any_download(tmp_path, monkeypatch):
   asked = []
   monkeypatch.setattr(sources, 'reachable', lambda host, port: asked.append((host, port)))
@@ -65,9 +74,26 @@ def test_unreachable_download_host_is_a_one_line_error_before_any_download(tmp_p
   with mock.patch.object(tfds.core.DatasetBuilder, 'download_and_prepare') as prepare:
     assert_one_line_error(
         r'^cifar10 must be downloaded from www.cs.toronto.edu, which is unreachable: put the '
-        r'official archive cifar-10-binary.tar.gz in a folder and set tfds_manual_dir to it, or '
-        r'use dataset=image_folder$', load_dataset, config)
+        r'official archive cifar-10-binary.tar.gz \(from https://www.cs.toronto.edu/~kriz/'
+        r'cifar-10-binary.tar.gz\) in a folder and set tfds_manual_dir to it, or use '
+        r'dataset=image_folder$', load_dataset, config)
   assert asked == [('www.cs.toronto.edu', 443)] and not prepare.called
+
+
+@pytest.mark.usefixtures('no_proxy')
+def test_downloads_through_a_proxy_are_not_checked(tmp_path, monkeypatch):
+  asked = []
+  monkeypatch.setattr(sources, 'reachable', lambda host, port: asked.append(host))
+  monkeypatch.setenv('https_proxy', 'http://proxy.example:3128')
+  config = make_config(dataset='cifar10', data_dir=str(tmp_path))
+  with mock.patch.object(tfds.core.DatasetBuilder, 'download_and_prepare') as prepare, \
+      mock.patch.object(tfds.core.DatasetBuilder, 'as_dataset', side_effect=StopIteration):
+    with pytest.raises(StopIteration):  # past the check, at the (mocked) download and read
+      load_dataset(config)
+  assert asked == [] and prepare.called
+  monkeypatch.setenv('no_proxy', 'www.cs.toronto.edu')  # bypassed: a direct connection, checked
+  assert_one_line_error('unreachable', load_dataset, config)
+  assert asked == ['www.cs.toronto.edu']
 
 
 def test_reachable_is_whether_a_tcp_connection_opens():

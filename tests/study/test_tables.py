@@ -71,6 +71,19 @@ def test_quick_runs_get_no_gap_to_the_paper(fake_study):
   assert line.endswith('| 8.75 |')  # the paper's number, no comparison
 
 
+def test_runs_on_a_data_subset_get_no_gap_and_say_so(fake_study):
+  workdir, _ = fake_study(models=('resnet20', 'resnet56'), seeds=1)
+  path = workdir / 'resnet56' / 'seed0' / 'metrics.jsonl'
+  rows = [json.loads(line) for line in path.read_text().splitlines()]
+  rows[0].update(train_subset=0, test_subset=2000)
+  path.write_text(''.join(json.dumps(row) + '\n' for row in rows))
+  resnet20, resnet56 = tables.summarize(load_runs(workdir))
+  assert not math.isnan(resnet20['gap_to_paper']) and math.isnan(resnet56['gap_to_paper'])
+  tables.write_tables(workdir)
+  assert (workdir / 'results.md').read_text().startswith(
+      'Runs: cifar10, batch 128, 64000 iterations, test subset 0/2000, 1 seed.\n')
+
+
 def test_unfinished_runs_get_no_gap_to_the_paper(fake_study):
   workdir, _ = fake_study(models=('resnet20',), seeds=2)
   cut = workdir / 'resnet20' / 'seed1' / 'metrics.jsonl'
