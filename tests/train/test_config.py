@@ -12,11 +12,11 @@ ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)
 # The config fields listed in docs/ARCHITECTURE.md ("plateau_* fields" aside), plus
 # tfds_manual_dir and num_classes (read by resnet_jax/data/sources.py).
 ARCHITECTURE_FIELDS = {
-    'model', 'dataset', 'data_dir', 'val_split', 'normalization', 'augment', 'batch_size',
-    'eval_batch_size', 'num_train_steps', 'eval_every_steps', 'checkpoint_every_steps',
-    'log_every_steps', 'keep_checkpoints', 'seed', 'half_precision', 'optimizer',
-    'learning_rate', 'momentum', 'nesterov', 'weight_decay', 'schedule', 'lr_boundaries',
-    'lr_decay_factor', 'warmup_steps', 'warmup_learning_rate', 'label_smoothing',
+    'model', 'dataset', 'data_dir', 'val_split', 'train_subset', 'test_subset', 'normalization',
+    'augment', 'batch_size', 'eval_batch_size', 'num_train_steps', 'eval_every_steps',
+    'checkpoint_every_steps', 'log_every_steps', 'keep_checkpoints', 'seed', 'half_precision',
+    'optimizer', 'learning_rate', 'momentum', 'nesterov', 'weight_decay', 'schedule',
+    'lr_boundaries', 'lr_decay_factor', 'warmup_steps', 'warmup_learning_rate', 'label_smoothing',
     'zero_init_residual', 'steps_per_call', 'log_grad_norms', 'distributed', 'synthetic_size',
     'image_size', 'tfds_manual_dir', 'num_classes'}
 
