@@ -46,7 +46,7 @@ from ml_collections import config_flags
 
 from configs import degradation
 from resnet_jax.study import figures, tables
-from resnet_jax.study.runs import is_finished, parse_model
+from resnet_jax.study.runs import WHOLE_DATA, is_finished, parse_model
 from resnet_jax.train.metrics import METRICS_FILE, atomic_write_text, read_rows
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -64,9 +64,7 @@ RUNNER_FIELDS = ('model', 'seed')  # set per run from --models and --seeds
 # Config fields that make a run's numbers: a run folder holding other values is another study.
 RESULT_FIELDS = ('model', 'seed', 'dataset', 'val_split', 'batch_size', 'num_train_steps',
                  'learning_rate', 'lr_boundaries', 'warmup_steps', 'weight_decay',
-                 'train_subset', 'test_subset')
-# Result fields added after the first studies: a config.json without them had these values.
-RESULT_FIELD_DEFAULTS = {'train_subset': 0, 'test_subset': 0}
+                 *WHOLE_DATA)
 POLL_SECONDS = 0.5
 STOP_GRACE_SECONDS = 60
 STOP_SIGNALS = (signal.SIGTERM, signal.SIGHUP)  # besides Ctrl-C (SIGINT, KeyboardInterrupt)
@@ -219,7 +217,7 @@ def check_run_dir(run_dir: Path, config: ml_collections.ConfigDict) -> None:
     raise ValueError(f'{path} is unreadable ({error}); delete {run_dir} or use another '
                      '--workdir') from None
   ours = json.loads(json.dumps(config.to_dict()))  # tuples as JSON lists, as in config.json
-  saved = {**RESULT_FIELD_DEFAULTS, **saved}
+  saved = {**WHOLE_DATA, **saved}
   differ = [f'{name}={saved.get(name)!r} (now {ours.get(name)!r})' for name in RESULT_FIELDS
             if saved.get(name) != ours.get(name)]
   if differ:

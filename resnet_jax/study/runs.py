@@ -14,6 +14,9 @@ from resnet_jax.models import parse_name
 from resnet_jax.train.metrics import METRICS_FILE, read_rows
 
 FAMILIES = ('plain', 'resnet')  # the variants of He et al. 2015 Fig. 6: plain and option A
+# The data subsets of a run that used all the data. Runs saved before the subset fields existed
+# (config.json, the 'start' event) lack them and used all the data.
+WHOLE_DATA = {'train_subset': 0, 'test_subset': 0}
 
 
 def parse_model(name: str) -> tuple[str, int]:

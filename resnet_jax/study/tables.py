@@ -13,7 +13,8 @@ import io
 import math
 from pathlib import Path
 
-from resnet_jax.study.runs import FAMILIES, Run, describe, load_runs, models_of, seed_stats
+from resnet_jax.study.runs import (FAMILIES, WHOLE_DATA, Run, describe, load_runs, models_of,
+                                   seed_stats)
 from resnet_jax.train.metrics import atomic_write_text
 
 # He et al. 2015 Table 6, CIFAR-10 test error (%); for ResNet-110 the best of 5 runs
@@ -22,10 +23,8 @@ PAPER_TABLE6_TEST_ERROR = {
     'resnet20': 8.75, 'resnet32': 7.51, 'resnet44': 7.17, 'resnet56': 6.97, 'resnet110': 6.43,
     'resnet1202': 7.93,
 }
-# The settings of Table 6 (sec. 4.2) a run must have for its gap to the paper to be given; runs
-# logged before the subsets were recorded used the whole data.
-PAPER_SETTING = {'batch_size': 128, 'num_train_steps': 64_000, 'train_subset': 0, 'test_subset': 0}
-UNRECORDED = {'train_subset': 0, 'test_subset': 0}
+# The settings of Table 6 (sec. 4.2) a run must have for its gap to the paper to be given.
+PAPER_SETTING = {'batch_size': 128, 'num_train_steps': 64_000, **WHOLE_DATA}
 ERROR_KEYS = ('train_error', 'val_error', 'test_error')
 STATS = ('mean', 'std', 'best')
 COLUMNS = ('model', 'seeds', 'params', 'iterations', 'num_train_steps',
@@ -58,7 +57,7 @@ def _summary_row(model: str, found: list[Run]) -> dict:
 def _is_paper_setting(run: Run) -> bool:
   """True for a finished run with the batch size, iterations and whole data of Table 6
   (PAPER_SETTING)."""
-  start = {**UNRECORDED, **run.event('start')}
+  start = {**WHOLE_DATA, **run.event('start')}
   same = all(start.get(name) == value for name, value in PAPER_SETTING.items())
   return same and bool(run.event('end'))
 
