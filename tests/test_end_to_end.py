@@ -8,11 +8,11 @@ import sys
 import numpy as np
 import pytest
 import tensorflow_datasets as tfds
-from PIL import Image
 
 from configs import cifar10
 from resnet_jax.data import sources
 from resnet_jax.train import checkpoint, loop, metrics
+from tests.image_folders import write_colour_folder
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 START_KEYS = {'event', 'step', 'wall_time', 'model', 'params', 'dataset', 'devices',
@@ -60,19 +60,6 @@ def test_tfds_mock_cifar10(tmp_path, monkeypatch):
     assert json.load(f)['num_train_steps'] == 24
 
 
-def write_image_folder(root) -> None:
-  """3 classes of 8x8 PNGs told apart by colour: 8 train and 3 test images each."""
-  rng = np.random.default_rng(0)
-  for split, count in (('train', 8), ('test', 3)):
-    for label, name in enumerate(('red', 'green', 'blue')):
-      folder = root / split / name
-      folder.mkdir(parents=True)
-      for i in range(count):
-        pixels = rng.integers(0, 80, (8, 8, 3))
-        pixels[..., label] += 170
-        Image.fromarray(pixels.astype(np.uint8)).save(folder / f'{i}.png')
-
-
 # `python -m resnet_jax.main` with TensorFlow and tfds made unimportable: image folders need neither
 # (GPU images often lack them).
 WITHOUT_TENSORFLOW = ('import runpy, sys; '
@@ -96,7 +83,7 @@ def run_cli(workdir, data_dir, num_train_steps, cache_dir) -> subprocess.Complet
 
 
 def test_image_folder_through_the_cli_and_resume(tmp_path):
-  write_image_folder(tmp_path / 'data')
+  write_colour_folder(tmp_path / 'data', train=8, test=3)
   workdir = tmp_path / 'run'
   first = run_cli(workdir, tmp_path / 'data', 16, tmp_path / 'xla_cache')
   assert first.returncode == 0, first.stderr[-3000:]

@@ -16,10 +16,10 @@ from PIL import Image
 
 from resnet_jax.data import sources
 from resnet_jax.train import checkpoint, metrics
+from tests.image_folders import CLASSES, write_colour_folder
 from tests.reliability import harness
 
 PROCESSES = 2
-CLASSES = ('red', 'green', 'blue')
 TRAIN, TEST, VAL = 10, 3, 6  # images per class (train, test); validation examples
 FIELDS = {'dataset': 'image_folder', 'image_size': 8, 'batch_size': 8, 'eval_batch_size': 8,
           'val_split': VAL, 'normalization': 'per_channel', 'log_every_steps': 4,
@@ -30,18 +30,7 @@ EXAMPLES = {'train': 4 * 8, 'val': VAL, 'test': TEST * len(CLASSES)}
 
 @pytest.fixture(scope='module')
 def image_folder(tmp_path_factory):
-  """3 classes of 8x8 PNGs told apart by colour."""
-  root = tmp_path_factory.mktemp('image_folder')
-  rng = np.random.default_rng(0)
-  for split, count in (('train', TRAIN), ('test', TEST)):
-    for label, name in enumerate(CLASSES):
-      folder = root / split / name
-      folder.mkdir(parents=True)
-      for i in range(count):
-        pixels = rng.integers(0, 120, (8, 8, 3))
-        pixels[..., label] += 100
-        Image.fromarray(pixels.astype(np.uint8)).save(folder / f'{i}.png')
-  return root
+  return write_colour_folder(tmp_path_factory.mktemp('image_folder'), TRAIN, TEST)
 
 
 def start_processes(workdir, cache, name: str, **fields) -> list:
