@@ -4,7 +4,8 @@ Two families, written in the layouts that resnet_jax.interop.pytorch reads, so o
 runs on both sides:
 - CIFAR ResNets (He et al. 2015, sec. 4.2): 3x3 convs, three stages of n basic blocks with 16/32/64
   filters, option-A (parameter-free, zero-padding) shortcuts, the common CIFAR layout
-  (conv1, bn1, layer1..3.i.conv1/bn1/conv2/bn2, linear).
+  (conv1, bn1, layer1..3.i.conv1/bn1/conv2/bn2, linear); and their plain counterparts, the same
+  layers without shortcuts.
 - ImageNet bottleneck ResNets v1.5 (He et al. 2015, Table 1; stride on the 3x3 conv of a
   bottleneck), torchvision's layout (conv1, bn1, layer1..4.i.conv1..3/bn1..3,
   layerK.0.downsample.0/.1, fc).
@@ -31,7 +32,8 @@ BOTTLENECK_EXPANSION = 4
 BN_EPS = 1e-5
 PAD = 4  # pixels of zero padding per side (He 2015 sec. 4.2)
 MAX_PIXEL = 255.0
-NAME_HELP = 'resnet{6n+2} (CIFAR, option A, e.g. resnet20) or resnet{50,101,152}_v1_5 (ImageNet)'
+NAME_HELP = ('resnet{6n+2} (CIFAR, option A, e.g. resnet20), plain{6n+2} or resnet{50,101,152}_v1_5 '
+             '(ImageNet)')
 
 
 def _conv(cin: int, cout: int, kernel: int, stride: int = 1) -> nn.Conv2d:
@@ -55,9 +57,10 @@ class OptionAShortcut(nn.Module):
 
 
 class BasicBlock(nn.Module):
-  """Two 3x3 convs plus an identity or option-A shortcut (He et al. 2015 Fig. 2)."""
+  """Two 3x3 convs plus an identity or option-A shortcut (He et al. 2015 Fig. 2); without the
+  shortcut when `plain` (the plain networks of sec. 4.2)."""
 
-  def __init__(self, cin: int, cout: int, stride: int):
+  def __init__(self, cin: int, cout: int, stride: int, plain: bool = False):
     super().__init__()
     self.conv1 = _conv(cin, cout, 3, stride)
     self.bn1 = _bn(cout)
@@ -65,17 +68,19 @@ class BasicBlock(nn.Module):
     self.bn2 = _bn(cout)
     changes_shape = stride != 1 or cin != cout
     self.shortcut = OptionAShortcut((cout - cin) // 2) if changes_shape else nn.Identity()
+    self.plain = plain
 
   def forward(self, x: torch.Tensor) -> torch.Tensor:
     y = F.relu(self.bn1(self.conv1(x)))
     y = self.bn2(self.conv2(y))
-    return F.relu(y + self.shortcut(x))
+    return F.relu(y if self.plain else y + self.shortcut(x))
 
 
 class CifarResNet(nn.Module):
-  """The 6n+2-layer CIFAR-10 ResNet of He et al. 2015 sec. 4.2 with option-A shortcuts."""
+  """The 6n+2-layer CIFAR-10 ResNet of He et al. 2015 sec. 4.2 with option-A shortcuts, or its
+  plain counterpart (`plain`)."""
 
-  def __init__(self, blocks_per_stage: int, num_classes: int):
+  def __init__(self, blocks_per_stage: int, num_classes: int, plain: bool = False):
     super().__init__()
     self.conv1 = _conv(3, CIFAR_WIDTHS[0], 3)
     self.bn1 = _bn(CIFAR_WIDTHS[0])
@@ -84,7 +89,7 @@ class CifarResNet(nn.Module):
       blocks = []
       for block in range(blocks_per_stage):
         stride = 2 if stage > 1 and block == 0 else 1
-        blocks.append(BasicBlock(cin, width, stride))
+        blocks.append(BasicBlock(cin, width, stride, plain))
         cin = width
       setattr(self, f'layer{stage}', nn.Sequential(*blocks))
     self.linear = nn.Linear(cin, num_classes)
@@ -152,10 +157,11 @@ def _init_he(model: nn.Module) -> nn.Module:
 
 
 def peer_stages(name: str) -> tuple[str, tuple[int, ...]]:
-  """('cifar', (n,)) or ('imagenet', blocks per stage) for a name the peer has; else ValueError."""
-  cifar = re.fullmatch(r'resnet(\d+)', name)
-  if cifar and int(cifar.group(1)) >= 8 and (int(cifar.group(1)) - 2) % 6 == 0:
-    return 'cifar', ((int(cifar.group(1)) - 2) // 6,)
+  """('cifar', (n,)), ('plain', (n,)) or ('imagenet', blocks per stage) for a name the peer has;
+  else ValueError."""
+  cifar = re.fullmatch(r'(resnet|plain)(\d+)', name)
+  if cifar and int(cifar.group(2)) >= 8 and (int(cifar.group(2)) - 2) % 6 == 0:
+    return 'cifar' if cifar.group(1) == 'resnet' else 'plain', ((int(cifar.group(2)) - 2) // 6,)
   imagenet = re.fullmatch(r'resnet(\d+)_v1_5', name)
   if imagenet and int(imagenet.group(1)) in BOTTLENECK_STAGES:
     return 'imagenet', BOTTLENECK_STAGES[int(imagenet.group(1))]
@@ -165,8 +171,8 @@ def peer_stages(name: str) -> tuple[str, tuple[int, ...]]:
 def build_model(name: str, num_classes: int | None = None) -> nn.Module:
   """The peer of resnet_jax.models.get_model(name), He-initialised."""
   family, stages = peer_stages(name)
-  if family == 'cifar':
-    return _init_he(CifarResNet(stages[0], num_classes or 10))
+  if family in ('cifar', 'plain'):
+    return _init_he(CifarResNet(stages[0], num_classes or 10, plain=family == 'plain'))
   return _init_he(ImageNetResNet(stages, num_classes or 1000))
 
 
@@ -235,10 +241,10 @@ def _autocast(device: torch.device, bfloat16: bool):
   return torch.autocast(device.type, dtype=torch.bfloat16, enabled=bfloat16)
 
 
-def make_train_step(
-    model: nn.Module, config: StepConfig, data: PeerData, generator: torch.Generator | None = None
-) -> Callable[[torch.Tensor], torch.Tensor]:
-  """A step(index) -> loss (before the update) that trains `model` in place on data[index].
+def make_update(model: nn.Module, config: StepConfig
+                ) -> Callable[[torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Tensor]]:
+  """An update(x, labels) -> (loss, wrong predictions), both before the update, that trains
+  `model` in place on one batch of float NCHW images.
 
   SGD with momentum and the L2 term wd * w added to the gradient of every parameter before the
   momentum, as resnet_jax.train.optim (optax.add_decayed_weights, then optax.trace); the fused
@@ -251,16 +257,28 @@ def make_train_step(
       weight_decay=config.weight_decay, fused=True if device.type == 'cuda' else None)
   forward = torch.compile(model) if config.compile else model
 
-  def step(index: torch.Tensor) -> torch.Tensor:
+  def update(x: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
     model.train()
-    x, labels = prepare(data, index, config.augment, generator)
     with _autocast(device, config.bfloat16):
       logits = forward(x)
     loss = F.cross_entropy(logits.float(), labels)
     optimizer.zero_grad(set_to_none=True)
     loss.backward()
     optimizer.step()
-    return loss.detach()
+    return loss.detach(), (logits.argmax(-1) != labels).sum()
+
+  return update
+
+
+def make_train_step(
+    model: nn.Module, config: StepConfig, data: PeerData, generator: torch.Generator | None = None
+) -> Callable[[torch.Tensor], tuple[torch.Tensor, torch.Tensor]]:
+  """A step(index) -> (loss, wrong predictions): make_update on data[index], prepared (gathered,
+  augmented when config.augment, normalised) on the device."""
+  update = make_update(model, config)
+
+  def step(index: torch.Tensor) -> torch.Tensor:
+    return update(*prepare(data, index, config.augment, generator))
 
   return step
 

@@ -382,7 +382,8 @@ def run_jobs(jobs: list[Job], parallel: int,
   return failures
 
 
-def _git_commit() -> dict:
+def git_commit() -> dict:
+  """HEAD's commit and whether tracked files differ from it."""
   def git(*args: str) -> str:
     result = subprocess.run(('git', *args), cwd=REPO_ROOT, capture_output=True, text=True,
                             check=True)
@@ -395,7 +396,7 @@ def _git_commit() -> dict:
     return {'commit': None, 'dirty': None}
 
 
-def _device(env: dict[str, str]) -> dict:
+def device_info(env: dict[str, str]) -> dict:
   """The accelerator the runs see, asked of a separate process so that this one holds none."""
   probe = ('import json, jax; d = jax.devices(); print(json.dumps({"backend": '
            'jax.default_backend(), "count": len(d), "kind": d[0].device_kind}))')
@@ -406,7 +407,8 @@ def _device(env: dict[str, str]) -> dict:
   return json.loads(result.stdout.splitlines()[-1])
 
 
-def _versions() -> dict[str, str]:
+def versions() -> dict[str, str]:
+  """Python, the platform and the installed VERSIONED_PACKAGES."""
   versions = {'python': platform.python_version(), 'platform': platform.platform()}
   for package in VERSIONED_PACKAGES:
     try:
@@ -416,19 +418,20 @@ def _versions() -> dict[str, str]:
   return versions
 
 
-def record_invocation(study: Study, argv: list[str], jobs: list[Job], device: dict) -> dict:
-  """Appends this invocation (command, commit, device, versions, run commands) to
+def record_invocation(study: Study, argv: list[str], jobs: list[Job], device: dict,
+                      script: str = 'experiments/degradation.py') -> dict:
+  """Appends this invocation of `script` (command, commit, device, versions, run commands) to
   DIR/run_info.json and returns it."""
   path = study.workdir / 'run_info.json'
   info = json.loads(path.read_text()) if path.exists() else {'invocations': []}
   invocation = {
-      'command': shlex.join(['python', 'experiments/degradation.py', *argv]),
+      'command': shlex.join(['python', script, *argv]),
       'environment': {name: os.environ[name] for name in (QUICK_STEPS_ENV,) if name in os.environ},
       'started': time.strftime('%Y-%m-%dT%H:%M:%S%z'),
       'preset': study.preset,
-      'git': _git_commit(),
+      'git': git_commit(),
       'device': device,
-      'versions': _versions(),
+      'versions': versions(),
       'runs': {job.name: shlex.join(job.command[1:]) for job in jobs},
   }
   info['invocations'].append(invocation)
@@ -453,7 +456,7 @@ def run_study(argv: list[str]) -> list[Path]:
   study = parse_flags(argv)
   if not study.plot_only:
     jobs = make_jobs(study)
-    device = _device(child_env(study.parallel))
+    device = device_info(child_env(study.parallel))
     cores = cpu_slots(study.parallel, device.get('backend', ''))
     study.workdir.mkdir(parents=True, exist_ok=True)
     record_invocation(study, argv, jobs, device)

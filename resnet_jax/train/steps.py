@@ -68,11 +68,13 @@ def prepare_streamed(arrays, batch, rng, train: bool):
 
 
 def cross_entropy(logits: jax.Array, labels: jax.Array, label_smoothing: float = 0.0) -> jax.Array:
-  """Per-example softmax cross-entropy, optionally against smoothed one-hot targets."""
+  """Per-example softmax cross-entropy in at least float32 (bfloat16 logits are widened),
+  optionally against smoothed one-hot targets."""
   targets = jax.nn.one_hot(labels, logits.shape[-1])
   if label_smoothing:
     targets = optax.smooth_labels(targets, label_smoothing)
-  return optax.softmax_cross_entropy(logits.astype(jnp.float32), targets)
+  return optax.softmax_cross_entropy(
+      logits.astype(jnp.promote_types(logits.dtype, jnp.float32)), targets)
 
 
 def kernel_grad_norms(grads) -> dict[str, jax.Array]:
