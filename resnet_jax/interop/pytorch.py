@@ -161,8 +161,9 @@ def from_torch(state_dict: Mapping[str, Any], model_name: str,
   return unflatten_dict(flat, sep='/')
 
 
-def to_torch(variables: Mapping[str, Any], model_name: str) -> dict[str, np.ndarray]:
-  """{'params', 'batch_stats'} -> a PyTorch state_dict of float32 numpy arrays.
+def to_torch(variables: Mapping[str, Any], model_name: str,
+             dtype: type = np.float32) -> dict[str, np.ndarray]:
+  """{'params', 'batch_stats'} -> a PyTorch state_dict of numpy arrays of `dtype` (float32).
 
   BatchNorm layers also get num_batches_tracked (0), so that after torch.from_numpy
   `load_state_dict(strict=True)` of the matching PyTorch ResNet accepts the result.
@@ -176,7 +177,7 @@ def to_torch(variables: Mapping[str, Any], model_name: str) -> dict[str, np.ndar
          _describe(model_name, tensors))
   state_dict = {}
   for t in tensors:
-    value = np.transpose(np.array(flat[t.ours], dtype=np.float32), t.axes)
+    value = np.transpose(np.array(flat[t.ours], dtype=dtype), t.axes)
     state_dict[t.key] = np.ascontiguousarray(value)
     if t.name == 'running_var':
       state_dict[f'{t.module}.num_batches_tracked'] = np.array(0, dtype=np.int64)
