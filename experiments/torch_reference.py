@@ -9,13 +9,15 @@ subtracted, pad-4 crop and flip) on all 50k training images of an image-folder C
 - ours: `python -m resnet_jax.main --config=configs/cifar10.py:MODEL` (DIR/ours/seedK);
 - torch: benchmarks/torch_peer.py's network with the initialisation of the common PyTorch CIFAR
   ResNet (He-normal convolutions and classifier weights, PyTorch's default classifier bias), its
-  own data order and augmentation draws, trained by torch_peer.make_update (DIR/torch/seedK).
+  own data order and augmentation draws, trained by torch_peer.make_update (DIR/torch/seedK);
+  with --torch_init=flax its classifier starts as ours, flax's default Dense (truncated LeCun
+  normal weights, zero bias) (DIR/torch_flax_head/seedK).
 Both log the mean training loss and error of every LOG_EVERY steps to metrics.jsonl. The runs go
 through the study runner (resnet_jax.study.runner.run_jobs: resumable, --parallel pinned CPU
 slots). DIR/agreement.md and DIR/agreement.csv give, per side and seed, the mean training error
 over the last 100 steps and the mean loss of steps 1-10 (the initial spike), and whether the two
 sides' means agree: within 5 points or twice the standard error of their difference, whichever
-is larger. DIR/run_info.json records the command, commit, device and versions.
+is larger (one comparison per PyTorch variant found). DIR/run_info.json records the command, commit, device and versions.
 """
 
 import argparse
@@ -38,7 +40,8 @@ LOG_EVERY = 10
 LAST_STEPS = 100  # the window of the compared training error
 SPIKE_STEPS = 10  # the window of the initial loss
 MIN_TOLERANCE = 5.0  # points of training error
-SIDES = ('ours', 'torch')
+TRUNCATED_NORMAL_STD = 0.87962566103423978  # of a unit normal truncated to [-2, 2]
+TORCH_SIDES = {'common': 'torch', 'flax': 'torch_flax_head'}  # --torch_init -> folder
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -49,6 +52,7 @@ def _parser() -> argparse.ArgumentParser:
   parser.add_argument('--seeds', default=3, type=int)
   parser.add_argument('--steps', default=400, type=int)
   parser.add_argument('--parallel', default=2, type=int)
+  parser.add_argument('--torch_init', default='common', choices=sorted(TORCH_SIDES))
   parser.add_argument('--train-torch', type=int, default=None, metavar='SEED',
                       help=argparse.SUPPRESS)  # one PyTorch run, as a job of the runner
   return parser
@@ -73,9 +77,13 @@ def train_torch(args: argparse.Namespace, seed: int) -> None:
   for module in model.modules():  # the common PyTorch CIFAR ResNet's initialisation
     if isinstance(module, (torch.nn.Conv2d, torch.nn.Linear)):
       torch.nn.init.kaiming_normal_(module.weight)
+  if args.torch_init == 'flax':  # flax's Dense default: truncated normal of variance 1/fan_in
+    std = (1 / model.linear.in_features) ** 0.5 / TRUNCATED_NORMAL_STD
+    torch.nn.init.trunc_normal_(model.linear.weight, std=std, a=-2 * std, b=2 * std)
+    torch.nn.init.zeros_(model.linear.bias)
   step = torch_peer.make_train_step(model, torch_peer.StepConfig(), data, generator)
   batches_per_epoch = len(train) // 128
-  run_dir = args.workdir / 'torch' / f'seed{seed}'
+  run_dir = args.workdir / TORCH_SIDES[args.torch_init] / f'seed{seed}'
   run_dir.mkdir(parents=True, exist_ok=True)
   start, losses, wrong = time.monotonic(), [], 0
   with MetricsWriter(str(run_dir)) as writer:
@@ -111,9 +119,11 @@ def jobs(args: argparse.Namespace) -> list[runner.Job]:
         '--config.eval_batch_size=1000', '--config.dataset=image_folder',
         f'--config.data_dir={args.data_dir}')))
   for seed in range(args.seeds):
-    made.append(runner.Job(f'torch-{args.model}', seed, args.workdir / 'torch' / f'seed{seed}', (
+    side = TORCH_SIDES[args.torch_init]
+    made.append(runner.Job(f'{side}-{args.model}', seed, args.workdir / side / f'seed{seed}', (
         sys.executable, str(script), f'--workdir={args.workdir}', f'--data_dir={args.data_dir}',
-        f'--model={args.model}', f'--steps={args.steps}', f'--train-torch={seed}')))
+        f'--model={args.model}', f'--steps={args.steps}', f'--torch_init={args.torch_init}',
+        f'--train-torch={seed}')))
   return made
 
 
@@ -128,33 +138,39 @@ def summary(runs: list[Run]) -> list[float]:
 
 
 def agreement(workdir: Path) -> tuple[str, str]:
-  """The Markdown and CSV tables of every finished seed of both sides."""
-  found = {side: sorted((Run(side, int(path.parent.name[4:]), read_rows(path))
-                         for path in (workdir / side).glob(f'seed*/{METRICS_FILE}')),
-                        key=lambda run: run.seed) for side in SIDES}
-  rows = {side: summary([run for run in found[side] if run.event('end')]) for side in SIDES}
+  """The Markdown and CSV tables of every finished seed of ours and of each PyTorch variant."""
+  sides = ['ours', *(side for side in TORCH_SIDES.values() if (workdir / side).is_dir())]
+  rows = {}
+  for side in sides:
+    runs = [Run(side, int(path.parent.name[4:]), read_rows(path))
+            for path in (workdir / side).glob(f'seed*/{METRICS_FILE}')]
+    rows[side] = summary(sorted((run for run in runs if run.event('end')), key=lambda r: r.seed))
   table = io.StringIO()
   writer = csv.writer(table, lineterminator='\n')
   writer.writerow(('side', 'seed', 'train_error_last100_pct', 'loss_steps1_10'))
   lines = ['| side | seed | training error %, last 100 steps | mean loss, steps 1-10 |',
            '|---|---:|---:|---:|']
-  for side in SIDES:
-    for run, (error, spike) in zip(found[side], rows[side]):
-      writer.writerow((side, run.seed, f'{error:.2f}', f'{spike:.4f}'))
-      lines.append(f'| {side} | {run.seed} | {error:.2f} | {spike:.3f} |')
-  means = {side: [statistics.fmean(v[i] for v in rows[side]) for i in (0, 1)] for side in SIDES}
-  errors = {side: [v[0] for v in rows[side]] for side in SIDES}
-  se = math.sqrt(sum(statistics.variance(errors[side]) / len(errors[side]) for side in SIDES))
-  difference = means['ours'][0] - means['torch'][0]
-  tolerance = max(MIN_TOLERANCE, 2 * se)
-  for side in SIDES:
-    lines.append(f'| **{side} mean** | {len(errors[side])} seeds | '
-                 f'{means[side][0]:.2f} ± {statistics.stdev(errors[side]):.2f} | '
-                 f'{means[side][1]:.3f} |')
-  verdict = 'agree' if abs(difference) <= tolerance else 'DISAGREE'
-  lines += ['', f'Ours minus torch: {difference:+.2f} points (standard error of the difference '
-            f'{se:.2f}); tolerance max({MIN_TOLERANCE:g}, 2 x SE) = {tolerance:.2f}: the sides '
-            f'{verdict}.']
+  for side in sides:
+    for seed, (error, spike) in enumerate(rows[side]):
+      writer.writerow((side, seed, f'{error:.2f}', f'{spike:.4f}'))
+      lines.append(f'| {side} | {seed} | {error:.2f} | {spike:.3f} |')
+  for side in sides:
+    errors = [error for error, _ in rows[side]]
+    lines.append(f'| **{side} mean** | {len(errors)} seeds | {statistics.fmean(errors):.2f} ± '
+                 f'{statistics.stdev(errors):.2f} | '
+                 f'{statistics.fmean(spike for _, spike in rows[side]):.3f} |')
+  lines.append('')
+  ours = [error for error, _ in rows['ours']]
+  for side in sides[1:]:
+    theirs = [error for error, _ in rows[side]]
+    se = math.sqrt(statistics.variance(ours) / len(ours) +
+                   statistics.variance(theirs) / len(theirs))
+    difference = statistics.fmean(ours) - statistics.fmean(theirs)
+    tolerance = max(MIN_TOLERANCE, 2 * se)
+    verdict = 'agree' if abs(difference) <= tolerance else 'DISAGREE'
+    lines.append(f'Ours minus {side}: {difference:+.2f} points (standard error of the difference '
+                 f'{se:.2f}); tolerance max({MIN_TOLERANCE:g}, 2 x SE) = {tolerance:.2f}: '
+                 f'{verdict}.')
   return '\n'.join(lines) + '\n', table.getvalue()
 
 
