@@ -47,12 +47,11 @@ from ml_collections import config_flags
 
 from configs import degradation
 from resnet_jax.study import figures, tables
-from resnet_jax.study.runs import WHOLE_DATA, is_finished, parse_model
+from resnet_jax.study.runs import is_finished, parse_model, read_config
 from resnet_jax.train.metrics import METRICS_FILE, atomic_write_text, read_rows
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 CONFIG_FILE = 'configs/degradation.py'
-RUN_CONFIG_FILE = 'config.json'  # written by resnet_jax.train.checkpoint.write_config
 QUICK_STEPS_ENV = 'RESNET_JAX_QUICK_STEPS'
 FIG6_PAIR = ('plain20', 'plain56', 'resnet20', 'resnet56')
 
@@ -86,7 +85,7 @@ RUNNER_FIELDS = ('model', 'seed')  # set per run from --models and --seeds
 # Config fields that make a run's numbers: a run folder holding other values is another study.
 RESULT_FIELDS = ('model', 'seed', 'dataset', 'val_split', 'batch_size', 'num_train_steps',
                  'learning_rate', 'lr_boundaries', 'warmup_steps', 'weight_decay',
-                 *WHOLE_DATA)
+                 'train_subset', 'test_subset')
 POLL_SECONDS = 0.5
 STOP_GRACE_SECONDS = 60
 STOP_SIGNALS = (signal.SIGTERM, signal.SIGHUP)  # besides Ctrl-C (SIGINT, KeyboardInterrupt)
@@ -227,16 +226,10 @@ def resolve_config(model: str, flags: Sequence[str]) -> ml_collections.ConfigDic
 def check_run_dir(run_dir: Path, config: ml_collections.ConfigDict) -> None:
   """One-line ValueError when run_dir holds a run whose RESULT_FIELDS differ from `config`'s
   (another preset, seed count or flags): it would be skipped or resumed as if it were this one."""
-  path = run_dir / RUN_CONFIG_FILE
-  if not path.exists():
+  saved = read_config(run_dir)
+  if not saved:
     return
-  try:
-    saved = json.loads(path.read_text())
-  except (OSError, ValueError) as error:
-    raise ValueError(f'{path} is unreadable ({error}); delete {run_dir} or use another '
-                     '--workdir') from None
   ours = json.loads(json.dumps(config.to_dict()))  # tuples as JSON lists, as in config.json
-  saved = {**WHOLE_DATA, **saved}
   differ = [f'{name}={saved.get(name)!r} (now {ours.get(name)!r})' for name in RESULT_FIELDS
             if saved.get(name) != ours.get(name)]
   if differ:

@@ -6,6 +6,7 @@ metrics.jsonl of docs/ARCHITECTURE.md. Figures and tables read only those files,
 """
 
 import dataclasses
+import json
 import math
 import statistics
 from pathlib import Path
@@ -14,9 +15,7 @@ from resnet_jax.models import parse_name
 from resnet_jax.train.metrics import METRICS_FILE, read_rows
 
 FAMILIES = ('plain', 'resnet')  # the variants of He et al. 2015 Fig. 6: plain and option A
-# The data subsets of a run that used all the data. Runs saved before the subset fields existed
-# (config.json, the 'start' event) lack them and used all the data.
-WHOLE_DATA = {'train_subset': 0, 'test_subset': 0}
+RUN_CONFIG_FILE = 'config.json'  # written by resnet_jax.train.checkpoint.write_config
 
 
 def parse_model(name: str) -> tuple[str, int]:
@@ -35,6 +34,22 @@ def parse_model(name: str) -> tuple[str, int]:
   return spec.variant, spec.depth
 
 
+def read_config(run_dir: Path) -> dict:
+  """The settings a run trained with: its config.json ({} when there is none yet).
+
+  The one reader of a run's settings: the runner's resume guard, the tables and the figure titles
+  all describe a run from it. An unreadable file is a one-line ValueError.
+  """
+  path = Path(run_dir) / RUN_CONFIG_FILE
+  if not path.exists():
+    return {}
+  try:
+    return json.loads(path.read_text())
+  except (OSError, ValueError) as error:
+    raise ValueError(f'{path} is unreadable ({error}); delete {run_dir} or use another '
+                     '--workdir') from None
+
+
 def is_finished(run_dir: Path) -> bool:
   """True when the run's metrics.jsonl ends with the 'end' event."""
   rows = read_rows(Path(run_dir) / METRICS_FILE)
@@ -43,11 +58,12 @@ def is_finished(run_dir: Path) -> bool:
 
 @dataclasses.dataclass(frozen=True)
 class Run:
-  """One training run of the study: its model, seed and metrics rows."""
+  """One training run of the study: its model, seed, metrics rows and settings (read_config)."""
 
   model: str
   seed: int
   rows: list[dict]
+  config: dict = dataclasses.field(default_factory=dict)
 
   def series(self, key: str) -> dict[int, float]:
     """{step: value} of every row that has `key` (a later row for the same step wins)."""
@@ -78,7 +94,7 @@ def load_runs(workdir: Path) -> dict[str, list[Run]]:
   runs: dict[str, list[Run]] = {}
   for path in sorted(Path(workdir).glob(f'*/seed[0-9]*/{METRICS_FILE}')):
     model, seed = path.parent.parent.name, int(path.parent.name.removeprefix('seed'))
-    runs.setdefault(model, []).append(Run(model, seed, read_rows(path)))
+    runs.setdefault(model, []).append(Run(model, seed, read_rows(path), read_config(path.parent)))
   return {model: sorted(found, key=lambda run: run.seed) for model, found in runs.items()}
 
 
@@ -109,25 +125,24 @@ def mean_curve(runs: list[Run], key: str) -> tuple[list[int], list[float]]:
 
 
 def describe(runs: dict[str, list[Run]]) -> str:
-  """What the runs are, from their 'start' events: data set, batch size, iterations, any data
-  subset, seeds and any unfinished run, e.g. 'cifar10, batch 128, 64000 iterations, 1 seed' or
-  'image_folder, batch 64, 300 iterations, test subset 2000, 1 seed'.
+  """What the runs are, from their settings (read_config): data set, batch size, iterations, any
+  data subset, seeds and any unfinished run, e.g. 'cifar10, batch 128, 64000 iterations, 1 seed'
+  or 'image_folder, batch 128, 250 iterations, train subset 10000, test subset 1000, 1 seed'.
 
   Figures and tables carry it, so a quick or partial study is never taken for the paper's
   (sec. 4.2: batch 128, 64k iterations).
   """
   found = [run for model in sorted(runs) for run in runs[model]]
-  starts = [run.event('start') for run in found]
 
   def joined(values) -> str:  # shortest first, so numbers come in order
     return '/'.join(sorted({str(value) for value in values}, key=lambda text: (len(text), text)))
 
   def values(key: str) -> str:
-    return joined(start.get(key, '?') for start in starts)
+    return joined(run.config.get(key, '?') for run in found)
 
   seeds = joined(len(model_runs) for model_runs in runs.values())
-  subsets = [f'{split} subset {joined(start.get(f"{split}_subset", 0) for start in starts)}'
-             for split in ('train', 'test') if any(start.get(f'{split}_subset') for start in starts)]
+  subsets = [f"{split} subset {values(f'{split}_subset')}" for split in ('train', 'test')
+             if any(run.config.get(f'{split}_subset') for run in found)]
   text = ', '.join([values('dataset'), f"batch {values('batch_size')}",
                     f"{values('num_train_steps')} iterations", *subsets,
                     f"{seeds} seed{'' if seeds == '1' else 's'}"])

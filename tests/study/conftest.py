@@ -54,6 +54,9 @@ def fake_study(tmp_path):
         run_dir = tmp_path / 'study' / model / f'seed{seed}'
         run_dir.mkdir(parents=True)
         (run_dir / 'metrics.jsonl').write_text(''.join(json.dumps(row) + '\n' for row in rows))
+        (run_dir / 'config.json').write_text(json.dumps(
+            {'model': model, 'seed': seed, 'dataset': 'cifar10', 'batch_size': 128,
+             'num_train_steps': num_steps, 'train_subset': 0, 'test_subset': 0}))
     return tmp_path / 'study', truth
 
   return make

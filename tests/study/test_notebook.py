@@ -25,7 +25,7 @@ def test_notebook_runs_the_quick_preset_and_shows_the_figures(tmp_path, monkeypa
   monkeypatch.setenv('RESNET_JAX_NOTEBOOK_FLAGS',
                      '--models=plain8 --dataset=synthetic --config.synthetic_size=128 '
                      '--config.val_split=32 --config.batch_size=16 --config.eval_batch_size=32 '
-                     '--config.log_grad_norms=True --config.test_subset=16')
+                     '--config.log_grad_norms=True --config.train_subset=0 --config.test_subset=16')
   notebook = nbformat.read(NOTEBOOK, as_version=4)
   NotebookClient(notebook, timeout=300, kernel_name='python3',
                  resources={'metadata': {'path': str(REPO / 'notebooks')}}).execute()

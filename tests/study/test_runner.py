@@ -18,6 +18,7 @@ from resnet_jax.study.runs import is_finished
 
 REPO = Path(__file__).resolve().parents[2]
 TINY_STEPS = 120  # RESNET_JAX_QUICK_STEPS: log every 4, evaluate and checkpoint every 12 steps
+CUT_AFTER = 36  # a checkpoint step of the tiny study
 TINY_TEST_SUBSET = 40  # of the 51 synthetic test images
 TINY_FLAGS = ['--preset=quick', '--models=plain8,resnet8', '--dataset=synthetic',
               '--config.synthetic_size=256', '--config.val_split=64', '--config.batch_size=16',
@@ -175,15 +176,12 @@ def test_a_finished_run_of_the_same_preset_is_skipped(tmp_path, monkeypatch, cap
   assert (workdir / 'results.csv').exists() and (workdir / 'figures' / 'figure6.png').exists()
 
 
-def test_a_run_saved_before_the_subset_fields_counts_as_the_whole_data(tmp_path, capsys):
+def test_a_run_without_the_subset_fields_is_another_study(tmp_path):
   older = {name: value for name, value in QUICK_PLAIN20.items() if not name.endswith('_subset')}
   workdir = tmp_path / 'study'
   _finished_run(workdir, older)
-  runner.main([f'--workdir={workdir}', '--preset=quick', '--models=plain20',
-               '--config.train_subset=0', '--config.test_subset=0'])
-  assert 'plain20/seed0: finished, skipped' in capsys.readouterr().out
-  with pytest.raises(SystemExit, match=r'holds a run with train_subset=0 \(now 10000\), '
-                     r'test_subset=0 \(now 1000\)'):
+  with pytest.raises(SystemExit, match=r'holds a run with train_subset=None \(now 10000\), '
+                     r'test_subset=None \(now 1000\)'):
     runner.main([f'--workdir={workdir}', '--preset=quick', '--models=plain20'])
 
 
@@ -258,12 +256,12 @@ def test_tiny_study_trains_is_cut_then_skips_the_finished_run_and_resumes_the_ot
   workdir = tmp_path / 'study'
   resnet_dir = workdir / 'resnet8' / 'seed0'
   # 1. plain8 trains to the end; resnet8 is cut by a Ctrl-C (SIGINT to the runner's process
-  # group) once its first checkpoint (step 40) is complete (orbax renames a checkpoint folder to
+  # group) once its checkpoint of step CUT_AFTER is complete (orbax renames a checkpoint folder to
   # its step when the save has finished). The runner alone gets the SIGINT and stops resnet8 with
   # one SIGTERM, on which it saves a checkpoint where it stands (a second signal would kill it).
   first = _runner(workdir)
   deadline = time.monotonic() + 240
-  while not (resnet_dir / 'checkpoints' / '40').is_dir() and first.poll() is None and (
+  while not (resnet_dir / 'checkpoints' / str(CUT_AFTER)).is_dir() and first.poll() is None and (
       time.monotonic() < deadline):
     time.sleep(0.05)
   os.killpg(first.pid, signal.SIGINT)
@@ -273,7 +271,7 @@ def test_tiny_study_trains_is_cut_then_skips_the_finished_run_and_resumes_the_ot
   assert 'stopped by SIGTERM at step' in (workdir / 'resnet8' / 'seed0.log').read_text()
   assert _rows(workdir / 'plain8' / 'seed0' / 'metrics.jsonl')[-1]['event'] == 'end'
   cut_at = _checkpoint_steps(resnet_dir)[-1]
-  assert 40 <= cut_at < TINY_STEPS and _rows(resnet_dir / 'metrics.jsonl')[-1].get('event') != 'end'
+  assert CUT_AFTER <= cut_at < TINY_STEPS and _rows(resnet_dir / 'metrics.jsonl')[-1].get('event') != 'end'
 
   # 2. The same command skips plain8 (not launched again) and resumes resnet8 from its checkpoint.
   plain_log = (workdir / 'plain8' / 'seed0.log').read_text()
