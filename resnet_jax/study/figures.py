@@ -4,7 +4,8 @@ runs' metrics.jsonl; `python experiments/degradation.py --workdir=DIR --plot-onl
 Each figure function takes `runs.load_runs(DIR)` and returns a matplotlib Figure; every plotted
 line carries a gid '<model>/<metric>' (or '<model>/step<k>') so that its data can be read back.
 Curves are the mean over seeds at the steps that every seed logged; the x axis counts
-iterations in units of 1e4, as the paper's figures. Every figure's title says what the runs are
+iterations in units scaled to the runs (1e4 for the paper's 64k, as its figures; 1e3 or single
+iterations for shorter runs). Every figure's title says what the runs are
 (runs.describe), so quick or unfinished runs are never taken for the paper's.
 """
 
@@ -15,13 +16,14 @@ import tempfile
 from pathlib import Path
 
 from matplotlib.figure import Figure
+from matplotlib.lines import Line2D
 from matplotlib.ticker import MaxNLocator
 
 from resnet_jax.study.runs import (FAMILIES, Run, common_steps, describe, load_runs, mean_curve,
                                    models_of, parse_model, seed_stats)
 
 FIGURES_DIR = 'figures'
-ITERATION_UNIT = 1e4  # He et al. 2015 Fig. 1 and Fig. 6: 'iter. (1e4)'
+ITERATION_UNITS = (10_000, 1000, 1)  # He et al. 2015 Fig. 1 and Fig. 6: 'iter. (1e4)'
 EARLY_GRAD_NORM_ROWS = 3
 _TITLES = {'plain': 'plain networks', 'resnet': 'ResNets'}
 _DEPTH_COLOURS = {20: 'tab:orange', 32: 'tab:blue', 44: 'tab:red', 56: 'tab:green',
@@ -52,11 +54,21 @@ def _new_figure(runs: Runs, width: float) -> Figure:
   return fig
 
 
-def _plot_curve(ax, runs: list[Run], key: str, **style) -> None:
-  """The mean over seeds of `key` in percent against iterations (1e4)."""
+def iteration_unit(runs: Runs) -> int:
+  """The largest of ITERATION_UNITS that the longest run spans at least twice."""
+  longest = max(run.last_step for found in runs.values() for run in found)
+  return next((unit for unit in ITERATION_UNITS if longest >= 2 * unit), 1)
+
+
+def _xlabel(unit: int) -> str:
+  return 'iterations' if unit == 1 else f'iter. (1e{len(str(unit)) - 1})'
+
+
+def _plot_curve(ax, runs: list[Run], key: str, unit: int, **style) -> None:
+  """The mean over seeds of `key` in percent against iterations / unit."""
   steps, values = mean_curve(runs, key)
   model = runs[0].model
-  ax.plot([step / ITERATION_UNIT for step in steps], [100 * value for value in values],
+  ax.plot([step / unit for step in steps], [100 * value for value in values],
           color=_colour(model), gid=f'{model}/{key}', **style)
 
 
@@ -69,12 +81,13 @@ def figure1(runs: Runs) -> Figure:
   _require(plain, 'plain networks')
   paper = ['plain20', 'plain56']
   models = paper if set(paper) <= set(plain) else list(dict.fromkeys([plain[0], plain[-1]]))
-  fig = _new_figure(runs, 10)
+  fig, unit = _new_figure(runs, 10), iteration_unit(runs)
   panels = (('train_error', 'training error'), ('test_error', 'test error'))
   for ax, (key, title) in zip(fig.subplots(1, 2), panels):
     for model in models:
-      _plot_curve(ax, runs[model], key, label=f'{parse_model(model)[1]}-layer')
-    ax.set(title=title, xlabel='iter. (1e4)', ylabel=f'{title} (%)')
+      _plot_curve(ax, runs[model], key, unit, marker='.' if key == 'test_error' else None,
+                  label=f'{parse_model(model)[1]}-layer')
+    ax.set(title=title, xlabel=_xlabel(unit), ylabel=f'{title} (%)')
     ax.legend()
   return fig
 
@@ -82,19 +95,22 @@ def figure1(runs: Runs) -> Figure:
 def figure6(runs: Runs) -> Figure:
   """He et al. 2015 Fig. 6 (left, middle): plain networks (left) and ResNets (right).
 
-  Dashed lines are training error, bold lines test error, in percent against iterations (1e4);
-  one colour per depth.
+  Dashed lines are training error, bold lines (dots at the evaluations) test error, in percent
+  against iterations; one colour per depth; the legend names both.
   """
   _require(models_of(runs, 'plain') + models_of(runs, 'resnet'), 'plain networks or ResNets')
-  fig = _new_figure(runs, 11)
+  fig, unit = _new_figure(runs, 11), iteration_unit(runs)
+  kinds = [Line2D([], [], color='grey', linestyle='--', linewidth=1, label='training'),
+           Line2D([], [], color='grey', linewidth=2.5, marker='.', label='test')]
   for ax, family in zip(fig.subplots(1, 2, sharey=True), FAMILIES):
     for model in models_of(runs, family):
-      _plot_curve(ax, runs[model], 'train_error', linestyle='--', linewidth=1)
-      _plot_curve(ax, runs[model], 'test_error', linewidth=2.5, label=_label(model))
-    ax.set(title=f'{_TITLES[family]} (dashed: training, bold: test)', xlabel='iter. (1e4)',
+      _plot_curve(ax, runs[model], 'train_error', unit, linestyle='--', linewidth=1)
+      _plot_curve(ax, runs[model], 'test_error', unit, linewidth=2.5, marker='.',
+                  label=_label(model))
+    ax.set(title=f'{_TITLES[family]} (dashed: training, bold: test)', xlabel=_xlabel(unit),
            ylabel='error (%)')
     if ax.lines:
-      ax.legend()
+      ax.legend(handles=[*ax.get_legend_handles_labels()[0], *kinds])
   return fig
 
 

@@ -17,8 +17,10 @@ def _seed_mean(truth, model, key):
   return np.mean([truth[model][seed][key] for seed in truth[model]], axis=0)
 
 
-@pytest.mark.parametrize('num_steps', [64000, 320])
-def test_figure6_plots_mean_error_in_percent_against_iterations_in_1e4(fake_study, num_steps):
+@pytest.mark.parametrize('num_steps, unit, xlabel', [
+    (64000, 1e4, 'iter. (1e4)'), (16000, 1e3, 'iter. (1e3)'), (320, 1, 'iterations')])
+def test_figure6_plots_mean_error_in_percent_against_iterations(fake_study, num_steps, unit,
+                                                                xlabel):
   workdir, truth = fake_study(num_steps=num_steps)
   fig = figures.figure6(load_runs(workdir))
   plain_ax, resnet_ax = fig.axes
@@ -26,13 +28,15 @@ def test_figure6_plots_mean_error_in_percent_against_iterations_in_1e4(fake_stud
     ax = plain_ax if model.startswith('plain') else resnet_ax
     train, test = _line(fig, f'{model}/train_error'), _line(fig, f'{model}/test_error')
     assert train in ax.get_lines() and test in ax.get_lines()
-    np.testing.assert_allclose(train.get_xdata(), truth[model][0]['train_steps'] / 1e4)
+    np.testing.assert_allclose(train.get_xdata(), truth[model][0]['train_steps'] / unit)
     np.testing.assert_allclose(train.get_ydata(), 100 * _seed_mean(truth, model, 'train_error'))
-    np.testing.assert_allclose(test.get_xdata(), truth[model][0]['eval_steps'] / 1e4)
+    np.testing.assert_allclose(test.get_xdata(), truth[model][0]['eval_steps'] / unit)
     np.testing.assert_allclose(test.get_ydata(), 100 * _seed_mean(truth, model, 'test_error'))
     assert train.get_linestyle() == '--' and test.get_linewidth() > train.get_linewidth()
     assert train.get_color() == test.get_color()
-  assert plain_ax.get_xlabel() == resnet_ax.get_xlabel() == 'iter. (1e4)'
+  assert plain_ax.get_xlabel() == resnet_ax.get_xlabel() == xlabel
+  legend = [text.get_text() for text in resnet_ax.get_legend().get_texts()]
+  assert legend == ['resnet-20', 'resnet-56', 'training', 'test']  # which line is which
   assert [ax.get_ylabel() for ax in fig.axes] == ['error (%)', 'error (%)']
   colours = {_line(fig, f'{model}/test_error').get_color() for model in truth}
   assert len(colours) == 2  # one colour per depth, shared by plain and residual
