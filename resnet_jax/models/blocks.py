@@ -8,8 +8,8 @@ Parameter names are a contract (interop and the gradient-norm figure rely on the
 
 Pre-activation details follow the two Torch codes of He 2016: the authors' CIFAR ResNet-164/1001
 (KaimingHe/resnet-1k-layers, resnet-pre-act.lua) and fb.resnet.torch's ImageNet networks
-(facebook/fb.resnet.torch, models/preresnet.lua as of commit 7ac4a9f, after pull request #42;
-earlier versions put a BN after the projection and fed it the raw input).
+(facebook/fb.resnet.torch, models/preresnet.lua at commit 7ac4a9f: the projection shortcut takes
+the block's pre-activated input and has no BN after it).
 
 Convolutions pad k // 2 on every side, as PyTorch's padding=k//2: a stride-2 convolution then
 samples the positions 0, 2, 4, ... that option A's subsampling keeps, and PyTorch weights compute
