@@ -4,6 +4,7 @@ bad flags before any work. No timing is asserted (the CPU is shared)."""
 import json
 import subprocess
 import sys
+import types
 from pathlib import Path
 
 import jax
@@ -96,10 +97,18 @@ def test_command_refuses_a_model_without_peer_before_any_work(tmp_path):
   assert 'Traceback' not in done.stderr and not output.exists()
 
 
-def test_time_calls_runs_warmup_then_windows_and_syncs_once_per_window():
-  calls, syncs = [], []
-  timing = throughput.time_calls(lambda: calls.append(1) or len(calls), syncs.append,
-                                 warmup=2, steps=3, windows=4)
+def test_time_calls_runs_warmup_then_windows_and_syncs_once_per_window(monkeypatch):
+  # a fake clock: warm-up calls take 0.5 s each, the calls of the windows 1, 2, 3 and 10 s each
+  clock, calls, syncs, per_window = [0.0], [], [], (1.0, 2.0, 3.0, 10.0)
+  monkeypatch.setattr(throughput, 'time', types.SimpleNamespace(perf_counter=lambda: clock[0]))
+
+  def call():
+    calls.append(1)
+    clock[0] += 0.5 if len(calls) <= 2 else per_window[(len(calls) - 3) // 3]
+    return len(calls)
+
+  timing = throughput.time_calls(call, syncs.append, warmup=2, steps=3, windows=4)
   assert len(calls) == 2 + 3 * 4
   assert syncs == [2, 5, 8, 11, 14]  # after the warm-up, then at the end of each window
-  assert len(timing.windows_s) == 4 and timing.median_s >= 0 and timing.warmup_s >= 0
+  assert timing.warmup_s == 1.0 and timing.windows_s == list(per_window)
+  assert timing.median_s == 2.5  # the median window, not the mean (4.0)
