@@ -38,7 +38,7 @@ from resnet_jax.train.metrics import METRICS_FILE, MetricsWriter, atomic_write_t
 
 LOG_EVERY = 10
 LAST_STEPS = 100  # the window of the compared training error
-SPIKE_STEPS = 10  # the window of the initial loss
+SPIKE_STEPS = LOG_EVERY  # the window of the initial loss: the first log row
 MIN_TOLERANCE = 5.0  # points of training error
 TRUNCATED_NORMAL_STD = 0.87962566103423978  # of a unit normal truncated to [-2, 2]
 TORCH_SIDES = {'common': 'torch', 'flax': 'torch_flax_head'}  # --torch_init -> folder
@@ -183,9 +183,8 @@ def main(argv: list[str] | None = None) -> None:
   made = jobs(args)
   device = runner.device_info(runner.child_env(args.parallel))
   args.workdir.mkdir(parents=True, exist_ok=True)
-  study = runner.Study(args.workdir, 'paper', args.seeds, (args.model,), args.parallel, False, ())
-  runner.record_invocation(study, sys.argv[1:] if argv is None else argv, made, device,
-                           script='experiments/torch_reference.py')
+  runner.record_invocation(args.workdir, sys.argv[1:] if argv is None else argv, made, device,
+                           script='experiments/torch_reference.py', torch_init=args.torch_init)
   failures = runner.run_jobs(made, args.parallel, runner.cpu_slots(args.parallel,
                                                                    device.get('backend', '')))
   if failures:

@@ -76,8 +76,9 @@ PRESETS = {
     # up with ResNet-20 at lr 0.1 (public logs of the recipe: at about 7k-10k iterations), which
     # both halves of Fig. 6 need. About 17 h on a 2-core CPU, minutes on a GPU.
     'short': Preset(FIG6_PAIR, steps=16_000, test_subset=2000, evaluations=32, log_rows=160),
-    # Under 20 minutes on a 2-core CPU with --parallel=2: plain-56 above plain-20 in training
-    # error; ResNet-56 learning, while it still trails ResNet-20 this early.
+    # About 20 minutes on a 2-core CPU with --parallel=2: plain-56 above plain-20 in training
+    # error (Fig. 1); too short for ResNet-56, which has not left its slow start at lr 0.1 when
+    # the first drop comes (experiments/results/degradation/quick_cpu).
     'quick': Preset(FIG6_PAIR, steps=250, train_subset=10_000, test_subset=1000,
                     evaluations=10, log_rows=25),
 }
@@ -411,17 +412,17 @@ def versions() -> dict[str, str]:
   return versions
 
 
-def record_invocation(study: Study, argv: list[str], jobs: list[Job], device: dict,
-                      script: str = 'experiments/degradation.py') -> dict:
-  """Appends this invocation of `script` (command, commit, device, versions, run commands) to
-  DIR/run_info.json and returns it."""
-  path = study.workdir / 'run_info.json'
+def record_invocation(workdir: Path, argv: list[str], jobs: list[Job], device: dict,
+                      script: str = 'experiments/degradation.py', **settings) -> dict:
+  """Appends this invocation of `script` (command, commit, device, versions, run commands and
+  any `settings`, e.g. the preset) to workdir/run_info.json and returns it."""
+  path = workdir / 'run_info.json'
   info = json.loads(path.read_text()) if path.exists() else {'invocations': []}
   invocation = {
       'command': shlex.join(['python', script, *argv]),
       'environment': {name: os.environ[name] for name in (QUICK_STEPS_ENV,) if name in os.environ},
       'started': time.strftime('%Y-%m-%dT%H:%M:%S%z'),
-      'preset': study.preset,
+      **settings,
       'git': git_commit(),
       'device': device,
       'versions': versions(),
@@ -452,7 +453,7 @@ def run_study(argv: list[str]) -> list[Path]:
     device = device_info(child_env(study.parallel))
     cores = cpu_slots(study.parallel, device.get('backend', ''))
     study.workdir.mkdir(parents=True, exist_ok=True)
-    record_invocation(study, argv, jobs, device)
+    record_invocation(study.workdir, argv, jobs, device, preset=study.preset)
     failures = run_jobs(jobs, study.parallel, cores)
     if failures:
       raise RunsFailed(f'{len(failures)} runs failed: {"; ".join(failures)}; fix and run the same '
