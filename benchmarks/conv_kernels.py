@@ -32,7 +32,7 @@ import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
 from absl import app, flags  # noqa: E402
 
-from resnet_jax.train.metrics import atomic_write_text  # noqa: E402
+from resnet_jax.files import atomic_write_text  # noqa: E402
 
 STAGES = ((32, 16), (16, 32), (8, 64))  # (map size, channels) of stages 1-3
 OPS = ('fwd', 'dgrad', 'wgrad', 'chain')

@@ -14,7 +14,6 @@ Writes JSON to --output and a Markdown table to the same path with .md.
 
 import json
 import os
-import tempfile
 import time
 from collections.abc import Iterator
 
@@ -24,6 +23,7 @@ from PIL import Image
 
 from configs import imagenet
 from resnet_jax.data import streaming
+from resnet_jax.files import atomic_write_text
 
 _IMAGES_DIR = flags.DEFINE_string('images_dir', '/tmp/resnet_jax_input_pipeline_jpegs',
                                   'Folder for the generated JPEGs (one sub-folder per setting, '
@@ -128,14 +128,6 @@ def markdown(rows: list[dict], settings: dict) -> str:
   return '\n'.join(lines) + '\n'
 
 
-def write_atomically(path: str, text: str) -> None:
-  folder = os.path.dirname(os.path.abspath(path))
-  os.makedirs(folder, exist_ok=True)
-  with tempfile.NamedTemporaryFile('w', dir=folder, delete=False) as temp:
-    temp.write(text)
-  os.replace(temp.name, path)
-
-
 def main(argv: list[str]) -> None:
   if len(argv) > 1:
     raise app.UsageError(f'unexpected arguments: {argv[1:]}')
@@ -147,9 +139,10 @@ def main(argv: list[str]) -> None:
   settings = {'num_images': _NUM_IMAGES.value, 'sizes': _SIZES.value,
               'batch_size': _BATCH_SIZE.value, 'steps': _STEPS.value,
               'target_images_per_sec': _TARGET.value, 'jpeg_quality': JPEG_QUALITY}
-  write_atomically(_OUTPUT.value, json.dumps({'settings': settings, 'rows': rows}, indent=2))
+  os.makedirs(os.path.dirname(os.path.abspath(_OUTPUT.value)), exist_ok=True)
+  atomic_write_text(_OUTPUT.value, json.dumps({'settings': settings, 'rows': rows}, indent=2))
   table = markdown(rows, settings)
-  write_atomically(os.path.splitext(_OUTPUT.value)[0] + '.md', table)
+  atomic_write_text(os.path.splitext(_OUTPUT.value)[0] + '.md', table)
   print(table)
 
 

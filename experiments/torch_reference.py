@@ -32,9 +32,11 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the repo root, if not installed
 
+from resnet_jax import provenance  # noqa: E402
+from resnet_jax.files import atomic_write_text  # noqa: E402
 from resnet_jax.study import runner  # noqa: E402
 from resnet_jax.study.runs import Run  # noqa: E402
-from resnet_jax.train.metrics import METRICS_FILE, MetricsWriter, atomic_write_text, read_rows  # noqa: E402
+from resnet_jax.train.metrics import METRICS_FILE, MetricsWriter, read_rows  # noqa: E402
 
 LOG_EVERY = 10
 LAST_STEPS = 100  # the window of the compared training error
@@ -181,7 +183,7 @@ def main(argv: list[str] | None = None) -> None:
     train_torch(args, args.train_torch)
     return
   made = jobs(args)
-  device = runner.device_info(runner.child_env(args.parallel))
+  device = provenance.device_info(runner.child_env(args.parallel))
   args.workdir.mkdir(parents=True, exist_ok=True)
   runner.record_invocation(args.workdir, sys.argv[1:] if argv is None else argv, made, device,
                            script='experiments/torch_reference.py', torch_init=args.torch_init)

@@ -23,6 +23,8 @@ from collections.abc import Callable, Sequence
 import numpy as np
 from PIL import Image
 
+from resnet_jax.files import one_line
+
 TFDS_DATASETS = ('cifar10', 'cifar100')
 DATASETS = TFDS_DATASETS + ('image_folder', 'synthetic')
 IMAGE_FOLDER_SPLITS = ('train', 'test')
@@ -385,7 +387,7 @@ def _image_size(path: pathlib.Path) -> tuple[int, int]:
     with Image.open(path) as image:
       return image.size
   except (OSError, ValueError) as error:
-    raise ValueError(f'image_folder: cannot read image {path}: {_one_line(error)}') from None
+    raise ValueError(f'image_folder: cannot read image {path}: {one_line(error)}') from None
 
 
 def _decode_chunk(
@@ -401,11 +403,7 @@ def _decode_chunk(
               f'image {first} is {width}x{height}; resize all images to one size')
         images[i] = np.asarray(image if image.mode == 'RGB' else image.convert('RGB'))
     except OSError as error:
-      raise ValueError(f'image_folder: cannot read image {paths[i]}: {_one_line(error)}') from None
-
-
-def _one_line(error: Exception) -> str:
-  return ' '.join(str(error).split())
+      raise ValueError(f'image_folder: cannot read image {paths[i]}: {one_line(error)}') from None
 
 
 # --- synthetic ----------------------------------------------------------------------

@@ -10,15 +10,14 @@ iterations for shorter runs). Every figure's title says what the runs are
 """
 
 import math
-import os
 import sys
-import tempfile
 from pathlib import Path
 
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 from matplotlib.ticker import MaxNLocator
 
+from resnet_jax.files import atomic_write
 from resnet_jax.study.runs import (FAMILIES, Run, common_steps, describe, load_runs, mean_curve,
                                    models_of, parse_model, seed_stats)
 
@@ -183,16 +182,10 @@ FIGURES = {'figure1': figure1, 'figure6': figure6, 'error_vs_depth': error_vs_de
 
 
 def save_figure(fig: Figure, path: Path) -> None:
-  """Saves `fig` through a temporary file beside `path` and os.replace (.png or .svg)."""
+  """Saves `fig` to `path` (.png or .svg) atomically."""
   fmt = path.suffix.removeprefix('.')
-  fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f'.{path.name}.')
-  try:
-    with os.fdopen(fd, 'wb') as file:
-      fig.savefig(file, format=fmt, dpi=150, metadata={'Date': None} if fmt == 'svg' else None)
-    os.replace(tmp, path)
-  except BaseException:
-    os.unlink(tmp)
-    raise
+  atomic_write(path, lambda file: fig.savefig(
+      file, format=fmt, dpi=150, metadata={'Date': None} if fmt == 'svg' else None), binary=True)
 
 
 def draw_figures(workdir: Path) -> list[Path]:

@@ -29,10 +29,8 @@ further, for tests and the notebook).
 import argparse
 import dataclasses
 import functools
-import importlib.metadata
 import json
 import os
-import platform
 import shlex
 import signal
 import subprocess
@@ -48,7 +46,9 @@ from ml_collections import config_flags
 from configs import degradation
 from resnet_jax.study import figures, tables
 from resnet_jax.study.runs import is_finished, parse_model, read_config
-from resnet_jax.train.metrics import METRICS_FILE, atomic_write_text, read_rows
+from resnet_jax.files import atomic_write_text
+from resnet_jax.provenance import device_info, git_commit, versions
+from resnet_jax.train.metrics import METRICS_FILE, read_rows
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 CONFIG_FILE = 'configs/degradation.py'
@@ -90,8 +90,6 @@ RESULT_FIELDS = ('model', 'seed', 'dataset', 'val_split', 'batch_size', 'num_tra
 POLL_SECONDS = 0.5
 STOP_GRACE_SECONDS = 60
 STOP_SIGNALS = (signal.SIGTERM, signal.SIGHUP)  # besides Ctrl-C (SIGINT, KeyboardInterrupt)
-VERSIONED_PACKAGES = ('jax', 'jaxlib', 'flax', 'optax', 'orbax-checkpoint', 'ml-collections',
-                      'numpy', 'tensorflow-cpu', 'tensorflow', 'tensorflow-datasets', 'matplotlib')
 
 
 class _Parser(argparse.ArgumentParser):
@@ -374,42 +372,6 @@ def run_jobs(jobs: list[Job], parallel: int,
   finally:
     _stop(running)
   return failures
-
-
-def git_commit() -> dict:
-  """HEAD's commit and whether tracked files differ from it."""
-  def git(*args: str) -> str:
-    result = subprocess.run(('git', *args), cwd=REPO_ROOT, capture_output=True, text=True,
-                            check=True)
-    return result.stdout.strip()
-
-  try:
-    return {'commit': git('rev-parse', 'HEAD'),
-            'dirty': bool(git('status', '--porcelain', '--untracked-files=no'))}
-  except (OSError, subprocess.CalledProcessError):
-    return {'commit': None, 'dirty': None}
-
-
-def device_info(env: dict[str, str]) -> dict:
-  """The accelerator the runs see, asked of a separate process so that this one holds none."""
-  probe = ('import json, jax; d = jax.devices(); print(json.dumps({"backend": '
-           'jax.default_backend(), "count": len(d), "kind": d[0].device_kind}))')
-  result = subprocess.run((sys.executable, '-c', probe), capture_output=True, text=True, env=env,
-                          cwd=REPO_ROOT)
-  if result.returncode:
-    return {'error': result.stderr.strip().splitlines()[-1:]}
-  return json.loads(result.stdout.splitlines()[-1])
-
-
-def versions() -> dict[str, str]:
-  """Python, the platform and the installed VERSIONED_PACKAGES."""
-  versions = {'python': platform.python_version(), 'platform': platform.platform()}
-  for package in VERSIONED_PACKAGES:
-    try:
-      versions[package] = importlib.metadata.version(package)
-    except importlib.metadata.PackageNotFoundError:
-      continue
-  return versions
 
 
 def record_invocation(workdir: Path, argv: list[str], jobs: list[Job], device: dict,

@@ -15,7 +15,7 @@ from pathlib import Path
 
 from resnet_jax.study.runs import (FAMILIES, Run, describe, load_runs, models_of,
                                    seed_stats)
-from resnet_jax.train.metrics import atomic_write_text
+from resnet_jax.files import atomic_write_text
 
 # He et al. 2015 Table 6, CIFAR-10 test error (%); for ResNet-110 the best of 5 runs
 # (mean 6.61 +- 0.16). The plain networks have no number there (Fig. 6 only).

@@ -31,7 +31,7 @@ import orbax.checkpoint as ocp
 from absl import logging
 from jax.experimental import multihost_utils
 
-from resnet_jax.train.metrics import atomic_write_text
+from resnet_jax.files import atomic_write_text, one_line
 from resnet_jax.train.state import TrainState
 
 CHECKPOINT_DIR = 'checkpoints'
@@ -54,7 +54,7 @@ def check_workdir(config, workdir: str) -> None:
     with open(path) as f:
       saved = json.load(f)
   except (OSError, ValueError) as error:
-    raise ValueError(f'workdir {workdir} has an unreadable {CONFIG_FILE} ({_one_line(error)}); '
+    raise ValueError(f'workdir {workdir} has an unreadable {CONFIG_FILE} ({one_line(error)}); '
                      'choose a new --workdir or delete that one') from None
   differ = [k for k in RUN_IDENTITY if saved.get(k) != config.get(k)]
   if differ:
@@ -87,13 +87,9 @@ def write_config(config, workdir: str) -> None:
                     json.dumps(config.to_dict(), indent=2, sort_keys=True) + '\n')
 
 
-def _one_line(error: BaseException) -> str:
-  return ' '.join(str(error).split()) or type(error).__name__
-
-
 def _reason(error: BaseException, limit: int = 200) -> str:
   """A short one-line reason from an orbax or TensorStore error (without its spec dump)."""
-  text = _one_line(error).split(' See full TensorStore details')[0]
+  text = one_line(error).split(' See full TensorStore details')[0]
   return text if len(text) <= limit else text[:limit - 3] + '...'
 
 

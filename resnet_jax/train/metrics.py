@@ -14,26 +14,14 @@ import json
 import os
 import re
 import sys
-import tempfile
 from collections.abc import Iterable, Mapping
 
 import tqdm
 
+from resnet_jax.files import atomic_write_text
+
 METRICS_FILE = 'metrics.jsonl'
 TENSORBOARD_DIR = 'tensorboard'
-
-
-def atomic_write_text(path: str, text: str) -> None:
-  """Writes `text` to a temporary file beside `path`, then renames it over `path`."""
-  folder = os.path.dirname(os.path.abspath(path))
-  fd, tmp = tempfile.mkstemp(dir=folder, prefix='.' + os.path.basename(path) + '.')
-  try:
-    with os.fdopen(fd, 'w') as f:
-      f.write(text)
-    os.replace(tmp, path)
-  except BaseException:
-    os.unlink(tmp)
-    raise
 
 
 def read_rows(path: str) -> list[dict]:

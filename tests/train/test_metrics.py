@@ -66,14 +66,6 @@ def test_network_order():
       'stage1_block10/conv1', 'stage2_block1/conv1', 'stage10_block1/conv1', 'head']
 
 
-def test_atomic_write_replaces_whole_file(tmp_path):
-  path = str(tmp_path / 'f.json')
-  metrics.atomic_write_text(path, 'old')
-  metrics.atomic_write_text(path, 'new')
-  assert open(path).read() == 'new'
-  assert os.listdir(tmp_path) == ['f.json']
-
-
 def test_resume_purges_later_tensorboard_events(tmp_path, monkeypatch):
   import tensorboardX  # pylint: disable=import-outside-toplevel
   opened = []

@@ -1,0 +1,33 @@
+"""Files written whole or not at all, and errors told in one line: helpers every part shares."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from collections.abc import Callable
+from typing import IO
+
+
+def atomic_write(path: str | os.PathLike, write: Callable[[IO], None], binary: bool = False) -> None:
+  """Calls `write` on a temporary file beside `path`, then renames it over `path`: a reader sees
+  the old file or the new one, never half of one; on an error the old file stays as it was."""
+  path = os.fspath(path)
+  fd, tmp = tempfile.mkstemp(dir=os.path.dirname(os.path.abspath(path)),
+                             prefix='.' + os.path.basename(path) + '.')
+  try:
+    with os.fdopen(fd, 'wb' if binary else 'w') as f:
+      write(f)
+    os.replace(tmp, path)
+  except BaseException:
+    os.unlink(tmp)
+    raise
+
+
+def atomic_write_text(path: str | os.PathLike, text: str) -> None:
+  """Writes `text` to `path` atomically (atomic_write)."""
+  atomic_write(path, lambda f: f.write(text))
+
+
+def one_line(error: BaseException) -> str:
+  """The error's message on one line (its type's name when it has none)."""
+  return ' '.join(str(error).split()) or type(error).__name__
