@@ -42,7 +42,8 @@ import numpy as np  # noqa: E402
 from absl import app, flags  # noqa: E402
 
 from configs import cifar10  # noqa: E402
-from resnet_jax import models, parallel  # noqa: E402
+from resnet_jax import models, parallel, provenance  # noqa: E402
+from resnet_jax.files import atomic_write_text  # noqa: E402
 from resnet_jax.train import inputs, optim, steps  # noqa: E402
 from resnet_jax.train import state as state_lib  # noqa: E402
 
@@ -67,6 +68,9 @@ flags.DEFINE_integer('warmup', 3, 'untimed calls before the first window')
 flags.DEFINE_list('steps_per_call', ['1'], 'train steps fused per call of ours '
                   '(config.steps_per_call, lax.scan), one row each; the peer runs one step per '
                   'call')
+flags.DEFINE_list('settings', [], 'MODEL:BATCH:PRECISION:STEPS_PER_CALL rows, run in this order '
+                  'instead of the product of --models, --batch_sizes, --precisions and '
+                  '--steps_per_call (e.g. resnet56:128:bfloat16:1,resnet56:128:bfloat16:20)')
 flags.DEFINE_string('output', 'throughput.json', 'JSON path; the Markdown table goes beside it')
 flags.DEFINE_enum('framework', 'both', FRAMEWORKS, 'jax (ours), torch (the peer) or both; both '
                   'runs ours alone when torch does not import')
@@ -333,6 +337,19 @@ def settings_from(model_names: Sequence[str], batch_sizes: Sequence[str],
   return out
 
 
+def parse_settings(items: Sequence[str]) -> list[Setting]:
+  """--settings rows (MODEL:BATCH:PRECISION:STEPS_PER_CALL) in their order; one-line ValueError."""
+  out = []
+  for item in items:
+    parts = item.split(':')
+    if len(parts) != 4:
+      raise ValueError(f'--settings={item}: write MODEL:BATCH:PRECISION:STEPS_PER_CALL, e.g. '
+                       'resnet56:128:bfloat16:1')
+    name, batch, precision, fused = parts
+    out.extend(settings_from([name], [batch], [precision], [fused]))
+  return out
+
+
 def check_peer_models(model_names: Sequence[str]) -> None:
   from benchmarks import torch_peer
   for name in model_names:
@@ -342,18 +359,11 @@ def check_peer_models(model_names: Sequence[str]) -> None:
       raise ValueError(f'{error}, or --framework=jax') from None
 
 
-def _versions() -> dict[str, str]:
-  import flax
-  import jaxlib
-  import optax
-  out = {'python': platform.python_version(), 'jax': jax.__version__,
-         'jaxlib': jaxlib.__version__, 'flax': flax.__version__, 'optax': optax.__version__,
-         'numpy': np.__version__}
-  if torch_available():
-    import torch
-    out['torch'] = torch.__version__
-    out['torch_cuda'] = torch.version.cuda or ''
-  return out
+def _torch_cuda() -> str:
+  if not torch_available():
+    return ''
+  import torch
+  return torch.version.cuda or ''
 
 
 def _cpu_model() -> str:
@@ -381,8 +391,9 @@ def environment(peer: bool, compile_mode: str) -> dict[str, Any]:
       'command': ' '.join([Path(sys.executable).name, *sys.argv]),
       'backend': jax.default_backend(), 'device_kind': device.device_kind,
       'device_count': jax.device_count(), 'cpu': _cpu_model(), 'cpu_count': os.cpu_count(),
+      'device_memory_bytes': (device.memory_stats() or {}).get('bytes_limit'),
       'gpu_driver': _gpu_driver(), 'xla_flags': os.environ.get('XLA_FLAGS', ''),
-      'versions': _versions(), 'peer': peer, 'torch_compile': compile_mode,
+      'versions': provenance.versions(), 'torch_cuda': _torch_cuda(), 'peer': peer, 'torch_compile': compile_mode,
   }
 
 
@@ -450,13 +461,6 @@ def markdown_report(report: dict[str, Any]) -> str:
           + markdown_table(report['rows']))
 
 
-def write_atomically(path: Path, text: str) -> None:
-  path.parent.mkdir(parents=True, exist_ok=True)
-  tmp = path.with_name(f'.{path.name}.tmp')
-  tmp.write_text(text)
-  os.replace(tmp, path)
-
-
 def run(settings: Sequence[Setting], framework: str, warmup: int, steps_per_window: int,
         windows: int, compile_mode: str, output: Path) -> dict[str, Any]:
   """Benchmarks every setting, rewriting the JSON and Markdown after each one (partial results).
@@ -464,6 +468,7 @@ def run(settings: Sequence[Setting], framework: str, warmup: int, steps_per_wind
   The peer runs once per (model, batch, precision) and shares its numbers across steps_per_call.
   """
   peer = framework != 'jax' and torch_available()
+  output.parent.mkdir(parents=True, exist_ok=True)
   report = {'environment': environment(peer, compile_mode), 'rows': []}
   peers: dict[tuple, Bench] = {}
   for setting in settings:
@@ -473,8 +478,8 @@ def run(settings: Sequence[Setting], framework: str, warmup: int, steps_per_wind
       peers[key] = bench_peer(setting, warmup, steps_per_window, windows, compile_mode)
     report['rows'].append(row_for(setting, ours, peers.get(key)))
     print(markdown_table(report['rows'][-1:]).splitlines()[-1], flush=True)
-    write_atomically(output, json.dumps(report, indent=1) + '\n')
-    write_atomically(output.with_suffix('.md'), markdown_report(report))
+    atomic_write_text(output, json.dumps(report, indent=1) + '\n')
+    atomic_write_text(output.with_suffix('.md'), markdown_report(report))
   return report
 
 
@@ -489,9 +494,14 @@ def validate() -> list[Setting]:
   if FLAGS.framework == 'torch' and not torch_available():
     raise ValueError('--framework=torch but torch does not import; install torch or use '
                      '--framework=jax')
+  if FLAGS.settings:
+    settings = parse_settings(FLAGS.settings)
+  else:
+    settings = settings_from(FLAGS.models, FLAGS.batch_sizes, FLAGS.precisions,
+                             FLAGS.steps_per_call)
   if FLAGS.framework != 'jax' and torch_available():
-    check_peer_models(FLAGS.models)
-  return settings_from(FLAGS.models, FLAGS.batch_sizes, FLAGS.precisions, FLAGS.steps_per_call)
+    check_peer_models(list(dict.fromkeys(s.model for s in settings)))
+  return settings
 
 
 def main(argv: Sequence[str]) -> None:

@@ -81,6 +81,22 @@ def test_bad_settings_raise(models, batches, precisions, match):
     throughput.settings_from(models, batches, precisions)
 
 
+def test_settings_rows_keep_their_order():
+  settings = throughput.parse_settings(['resnet56:128:bfloat16:20', 'resnet20:64:float32:1'])
+  assert settings == [throughput.Setting('resnet56', 128, 'bfloat16', 20),
+                      throughput.Setting('resnet20', 64, 'float32', 1)]
+
+
+@pytest.mark.parametrize('item, match', [
+    ('resnet56:128:bfloat16', r'--settings=resnet56:128:bfloat16: write MODEL:BATCH:PRECISION:'),
+    ('resnet56:128:float16:1', 'precisions'),
+    ('resnet56:128:float32:x', 'steps_per_call'),
+])
+def test_bad_settings_rows_raise(item, match):
+  with pytest.raises(ValueError, match=match):
+    throughput.parse_settings([item])
+
+
 def test_default_batch_sizes_follow_the_papers():
   settings = throughput.settings_from(['resnet20', 'resnet50_v1_5'], [], ['float32'])
   assert [(s.model, s.batch_size, s.image_size) for s in settings] == [
