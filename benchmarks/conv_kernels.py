@@ -24,15 +24,12 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-# The repo root, when not pip-installed (as benchmarks/throughput.py).
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+import jax
+import jax.numpy as jnp
+import numpy as np
+from absl import app, flags
 
-import jax  # noqa: E402
-import jax.numpy as jnp  # noqa: E402
-import numpy as np  # noqa: E402
-from absl import app, flags  # noqa: E402
-
-from resnet_jax.files import atomic_write_text  # noqa: E402
+from resnet_jax.files import atomic_write_text
 
 STAGES = ((32, 16), (16, 32), (8, 64))  # (map size, channels) of stages 1-3
 OPS = ('fwd', 'dgrad', 'wgrad', 'chain')

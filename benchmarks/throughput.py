@@ -33,19 +33,17 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-# The repo root, when not pip-installed (as experiments/degradation.py).
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-import jax  # noqa: E402
-import jax.numpy as jnp  # noqa: E402
-import numpy as np  # noqa: E402
-from absl import app, flags  # noqa: E402
+import jax
+import jax.numpy as jnp
+import numpy as np
+from absl import app, flags
 
-from configs import cifar10  # noqa: E402
-from resnet_jax import models, parallel, provenance  # noqa: E402
-from resnet_jax.files import atomic_write_text  # noqa: E402
-from resnet_jax.train import inputs, optim, steps  # noqa: E402
-from resnet_jax.train import state as state_lib  # noqa: E402
+from configs import cifar10
+from resnet_jax import models, parallel, provenance
+from resnet_jax.files import atomic_write_text
+from resnet_jax.train import inputs, optim, steps
+from resnet_jax.train import state as state_lib
 
 FRAMEWORKS = ('jax', 'torch', 'both')
 PRECISIONS = ('float32', 'bfloat16')

@@ -38,8 +38,6 @@ import ml_collections
 from configs import cifar10
 from resnet_jax.study.runs import parse_model
 
-PAPER_MODELS = ('plain20', 'plain32', 'plain44', 'plain56',
-                'resnet20', 'resnet32', 'resnet44', 'resnet56', 'resnet110')
 GRAD_NORM_MODELS = ('plain56', 'resnet56')
 
 

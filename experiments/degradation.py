@@ -4,12 +4,7 @@
         --dataset=image_folder --data_dir=/path/to/cifar10
 """
 
-import sys
-from pathlib import Path
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the repo root, if not installed
-
-from resnet_jax.study import runner  # noqa: E402
+from resnet_jax.study import runner
 
 if __name__ == '__main__':
   runner.main()

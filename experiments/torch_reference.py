@@ -30,13 +30,11 @@ import sys
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the repo root, if not installed
-
-from resnet_jax import provenance  # noqa: E402
-from resnet_jax.files import atomic_write_text  # noqa: E402
-from resnet_jax.study import runner  # noqa: E402
-from resnet_jax.study.runs import Run  # noqa: E402
-from resnet_jax.train.metrics import METRICS_FILE, MetricsWriter, read_rows  # noqa: E402
+from resnet_jax import provenance
+from resnet_jax.files import atomic_write_text
+from resnet_jax.study import runner
+from resnet_jax.study.runs import Run
+from resnet_jax.train.metrics import METRICS_FILE, MetricsWriter, read_rows
 
 LOG_EVERY = 10
 LAST_STEPS = 100  # the window of the compared training error

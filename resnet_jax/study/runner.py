@@ -43,7 +43,6 @@ import ml_collections
 from absl import flags as absl_flags
 from ml_collections import config_flags
 
-from configs import degradation
 from resnet_jax.study import figures, tables
 from resnet_jax.study.runs import is_finished, parse_model, read_config
 from resnet_jax.files import atomic_write_text
@@ -54,6 +53,8 @@ REPO_ROOT = Path(__file__).resolve().parents[2]
 CONFIG_FILE = 'configs/degradation.py'
 QUICK_STEPS_ENV = 'RESNET_JAX_QUICK_STEPS'
 FIG6_PAIR = ('plain20', 'plain56', 'resnet20', 'resnet56')
+PAPER_MODELS = ('plain20', 'plain32', 'plain44', 'plain56',  # Fig. 6 and Table 6
+                'resnet20', 'resnet32', 'resnet44', 'resnet56', 'resnet110')
 
 
 @dataclasses.dataclass(frozen=True)
@@ -71,7 +72,7 @@ class Preset:
 
 
 PRESETS = {
-    'paper': Preset(degradation.PAPER_MODELS),
+    'paper': Preset(PAPER_MODELS),
     # A quarter of sec. 4.2's schedule: the first lr drop at 8k comes after ResNet-56 has caught
     # up with ResNet-20 at lr 0.1 (public logs of the recipe: at about 7k-10k iterations), which
     # both halves of Fig. 6 need. About 17 h on a 2-core CPU, minutes on a GPU.
@@ -153,7 +154,7 @@ def _check_config_flags(rest: list[str]) -> None:
   owned = [field for field in fields if field in RUNNER_FIELDS]
   if owned:
     raise ValueError(f'--config.{owned[0]} is set by the runner: use --models and --seeds')
-  missing = sorted(set(fields) - set(degradation.get_config()))
+  missing = sorted(set(fields) - set(resolve_config(FIG6_PAIR[0], [])))
   if missing:
     raise ValueError(f'unknown config fields {missing}: use fields of configs/cifar10.py')
 
@@ -183,7 +184,7 @@ def preset_overrides(preset: str, model: str) -> dict:
   spec = PRESETS[preset]
   if not spec.steps:
     return {}
-  config, steps = degradation.get_config(model), preset_steps(preset)
+  config, steps = resolve_config(model, []), preset_steps(preset)
   scale = steps / config.num_train_steps
   log_every = max(1, steps // spec.log_rows)
   eval_every = log_every * max(1, steps // (spec.evaluations * log_every))
