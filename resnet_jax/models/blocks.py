@@ -111,7 +111,7 @@ def apply_shortcut(x: jnp.ndarray, features: int, strides: int, kind: str, conv:
   return x if norm is None else norm(name='shortcut_bn')(x)
 
 
-class ResidualBlock(nn.Module):
+class PostActivationBlock(nn.Module):
   """Post-activation unit (He 2015 Fig. 2 and Fig. 5): conv-BN-ReLU ... conv-BN, add, ReLU.
 
   `shortcut='none'` is its plain counterpart (sec. 3.1). `gated=True` is the highway unit
@@ -143,13 +143,13 @@ class ResidualBlock(nn.Module):
         y = nn.relu(y)
     if self.shortcut == 'none':
       return nn.relu(y)
-    carry = apply_shortcut(x, features, self.strides, self.shortcut, self.conv, self.norm)
+    shortcut = apply_shortcut(x, features, self.strides, self.shortcut, self.conv, self.norm)
     if self.gated:
       gate = self.conv(features, (1, 1), strides=self.strides, use_bias=True,
                        bias_init=nn.initializers.constant(GATE_BIAS), name='gate')
       t = nn.sigmoid(gate(x))
-      return nn.relu(t * y + (1 - t) * carry)
-    return nn.relu(y + carry)
+      return nn.relu(t * y + (1 - t) * shortcut)
+    return nn.relu(y + shortcut)
 
 
 class PreActivationBlock(nn.Module):
@@ -181,25 +181,14 @@ class PreActivationBlock(nn.Module):
     features = layers[-1][1]
     y = x if self.preactivated else nn.relu(self.norm(name='bn1')(x))
     projection = projects(self.shortcut, x.shape[-1], features, self.strides)
-    carry = apply_shortcut(y if projection else x, features, self.strides, self.shortcut,
-                           self.conv, norm=None)
+    shortcut = apply_shortcut(y if projection else x, features, self.strides, self.shortcut,
+                              self.conv, norm=None)
     for i, (kernel, width, strides) in enumerate(layers, 1):
       if i > 1:
         zero = i == len(layers) and self.zero_init_residual
         y = nn.relu(self.norm(scale_init=scale_init(zero), name=f'bn{i}')(y))
       y = conv_layer(self.conv, width, kernel, strides, name=f'conv{i}')(y)
-    return y + carry
-
-
-def keep_whole(x: jnp.ndarray) -> jnp.ndarray:
-  """The residual stream between blocks, computed once (an identity for the math and autodiff).
-
-  Without it XLA:CPU fuses relu(bn(conv) + shortcut) of every earlier block of a stage into each
-  weight-gradient transpose that reads a block's input, recomputing the stream in strided order:
-  a cost quadratic in depth (ResNet-110 trains 4x slower; benchmarks/RESULTS.md). XLA:CPU drops
-  optimization barriers unless its cse_barrier_expander pass is disabled (resnet_jax.train.steps).
-  """
-  return jax.lax.optimization_barrier(x)
+    return y + shortcut
 
 
 class ResNet(nn.Module):
@@ -214,6 +203,9 @@ class ResNet(nn.Module):
   `stride_on_3x3` moves a bottleneck's stride from its first 1x1 to its 3x3.
   Convolutions are He-initialised; the classifier `head` keeps flax's Dense default (LeCun
   normal kernel, zero bias), as no ReLU follows it.
+  `stream_barriers` puts a `jax.lax.optimization_barrier` on the residual stream after the stem
+  and after every block: an identity for the math, autodiff and parameters that keeps a compiler
+  from fusing the stream into its consumers (the train step sets it where the backend needs it).
   """
   stage_sizes: Sequence[int]
   widths: Sequence[int]
@@ -228,6 +220,7 @@ class ResNet(nn.Module):
   gated: bool = False
   zero_init_residual: bool = False
   dtype: Any = jnp.float32
+  stream_barriers: bool = False
 
   def __post_init__(self) -> None:
     if self.shortcut not in SHORTCUTS:
@@ -244,15 +237,20 @@ class ResNet(nn.Module):
     x = nn.relu(norm(name='stem_bn')(x))
     if self.stem_pool:
       x = nn.max_pool(x, (3, 3), strides=(2, 2), padding=((1, 1), (1, 1)))
-    x = keep_whole(x)
+    x = self._stream(x)
     for s, (size, width) in enumerate(zip(self.stage_sizes, self.widths), 1):
       for b in range(1, size + 1):
         strides = 2 if s > 1 and b == 1 else 1
-        x = keep_whole(self._block(s, b)(width, strides, conv, norm, name=f'stage{s}_block{b}')(x))
+        block = self._block(s, b)(width, strides, conv, norm, name=f'stage{s}_block{b}')
+        x = self._stream(block(x))
     if self.preactivation:
       x = nn.relu(norm(name='final_bn')(x))
     x = jnp.mean(x, axis=(1, 2))
     return nn.Dense(self.num_classes, dtype=self.dtype, param_dtype=jnp.float32, name='head')(x)
+
+  def _stream(self, x: jnp.ndarray) -> jnp.ndarray:
+    """The residual stream between blocks, behind a barrier with `stream_barriers`."""
+    return jax.lax.optimization_barrier(x) if self.stream_barriers else x
 
   def _block(self, stage: int, block: int) -> ModuleDef:
     """The unit class of this network, with everything but width, strides and layers bound."""
@@ -260,4 +258,4 @@ class ResNet(nn.Module):
                   stride_on_3x3=self.stride_on_3x3, zero_init_residual=self.zero_init_residual)
     if self.preactivation:
       return functools.partial(PreActivationBlock, preactivated=stage == 1 and block == 1, **common)
-    return functools.partial(ResidualBlock, gated=self.gated, **common)
+    return functools.partial(PostActivationBlock, gated=self.gated, **common)

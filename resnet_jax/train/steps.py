@@ -22,6 +22,9 @@ Without the loop (e.g. a benchmark on synthetic batches):
                               learning_rate=optimizer.learning_rate, seed=0)
     batch = parallel.shard_global_batch({'image': x, 'label': y}, parallel.batch_sharding(mesh))
     state, metrics = step(state, {}, batch)  # `state` is donated: use the returned one
+
+Backend: on the CPU (the mesh's devices) the train step builds the model with `stream_barriers`
+and compiles with CPU_COMPILER_OPTIONS, and `steps_per_call` unrolls its scan.
 """
 
 from __future__ import annotations
@@ -30,6 +33,7 @@ import functools
 from collections.abc import Callable
 from typing import Any
 
+import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import optax
@@ -41,10 +45,11 @@ from resnet_jax.data.augment import augment, normalize
 from resnet_jax.train import state as state_lib
 from resnet_jax.train.state import TrainState
 
-# XLA:CPU removes optimization barriers before fusion unless this pass is off; the model's
-# barriers (resnet_jax.models.blocks.keep_whole) then keep the residual stream from being
-# recomputed inside every weight-gradient transpose (benchmarks/RESULTS.md). Other backends keep
-# barriers anyway.
+# On the CPU the train step puts barriers on the model's residual stream (`stream_barriers`):
+# without them XLA:CPU fuses relu(bn(conv) + shortcut) of every earlier block of a stage into each
+# weight-gradient transpose that reads a block's input, recomputing the stream, a cost quadratic in
+# depth (ResNet-110 trains 4x slower; benchmarks/RESULTS.md). XLA:CPU removes optimization barriers
+# before fusion unless this pass is off.
 CPU_COMPILER_OPTIONS = {'xla_disable_hlo_passes': 'cse_barrier_expander'}
 
 Prepare = Callable[[Any, Any, jax.Array | None, bool], tuple[jax.Array, jax.Array]]
@@ -84,17 +89,43 @@ def kernel_grad_norms(grads) -> dict[str, jax.Array]:
           for path, g in flat.items() if path.endswith('/kernel')}
 
 
+def platform(mesh: Mesh) -> str:
+  """The backend of the mesh's devices: 'cpu', 'gpu' or 'tpu'."""
+  return mesh.devices.flat[0].platform
+
+
+def uses_stream_barriers(backend: str) -> bool:
+  """Whether the train step puts barriers on the model's residual stream: on XLA:CPU alone, where
+  they were measured (benchmarks/RESULTS.md)."""
+  return backend == 'cpu'
+
+
+def with_stream_barriers(apply_fn: Callable, barriers: bool) -> Callable:
+  """The `apply` of a clone of apply_fn's module with `stream_barriers=barriers`, where apply_fn
+  is the bound `apply` of a module with that field (resnet_jax.models.blocks.ResNet); otherwise
+  apply_fn itself."""
+  module = getattr(apply_fn, '__self__', None)
+  if isinstance(module, nn.Module) and hasattr(module, 'stream_barriers'):
+    return module.clone(stream_barriers=barriers).apply
+  return apply_fn
+
+
 def train_step(
     state: TrainState, arrays, batch, *, prepare: Prepare, learning_rate: Callable,
     seed: int, label_smoothing: float = 0.0, log_grad_norms: bool = False,
+    stream_barriers: bool = False,
 ) -> tuple[TrainState, Metrics]:
-  """One SGD step on one global batch; BN statistics are over the global batch."""
+  """One SGD step on one global batch; BN statistics are over the global batch.
+
+  `stream_barriers` sets the model's option of that name (see with_stream_barriers).
+  """
   rng = jax.random.fold_in(state_lib.train_key(seed), state.step)
   augment_rng, dropout_rng = jax.random.split(rng)
   images, labels = prepare(arrays, batch, augment_rng, True)
+  apply_fn = with_stream_barriers(state.apply_fn, stream_barriers)
 
   def loss_fn(params):
-    logits, updates = state.apply_fn(
+    logits, updates = apply_fn(
         {'params': params, 'batch_stats': state.batch_stats}, images, train=True,
         mutable=['batch_stats'], rngs={'dropout': dropout_rng})
     loss = cross_entropy(logits, labels, label_smoothing).mean()
@@ -113,7 +144,10 @@ def train_step(
 
 
 def eval_step(state: TrainState, arrays, batch, *, prepare: Prepare, top5: bool = False) -> Metrics:
-  """Masked sums of loss and wrong predictions (and top-5 wrong) over one eval batch."""
+  """Masked sums of loss and wrong predictions (and top-5 wrong) over one eval batch.
+
+  The model runs as built, without stream barriers: they serve the backward pass.
+  """
   images, labels = prepare(arrays, batch, None, False)
   logits = state.apply_fn(
       {'params': state.params, 'batch_stats': state.batch_stats}, images, train=False)
@@ -132,22 +166,17 @@ def merge_metrics(old: Metrics, new: Metrics) -> Metrics:
   return {'sums': jax.tree.map(jnp.add, old['sums'], new['sums']), 'last': new['last']}
 
 
-def scan_steps(step: Callable) -> Callable:
+def scan_steps(step: Callable, unroll: bool) -> Callable:
   """K train steps in one call with lax.scan over batches stacked as [K, B, ...].
 
   Unrolled on the CPU: XLA:CPU leaves the convolutions of a while-loop body in their autodiff
   form, which its slow generic path runs (~40x slower; benchmarks/RESULTS.md).
   """
   def multi_step(state, arrays, batches):
-    state, metrics = jax.lax.scan(lambda s, b: step(s, arrays, b), state, batches,
-                                  unroll=on_cpu())
+    state, metrics = jax.lax.scan(lambda s, b: step(s, arrays, b), state, batches, unroll=unroll)
     return state, {'sums': jax.tree.map(lambda x: x.sum(0), metrics['sums']),
                    'last': jax.tree.map(lambda x: x[-1], metrics['last'])}
   return multi_step
-
-
-def on_cpu() -> bool:
-  return jax.default_backend() == 'cpu'
 
 
 def compile_train_step(
@@ -162,17 +191,19 @@ def compile_train_step(
   data arrays' sharding (a pytree or one sharding; default replicated; with several
   processes in-memory data are sharded over examples).
   """
+  backend = platform(mesh)
+  barriers = uses_stream_barriers(backend)
   step = functools.partial(
       train_step, prepare=prepare, learning_rate=learning_rate, seed=seed,
-      label_smoothing=label_smoothing, log_grad_norms=log_grad_norms)
+      label_smoothing=label_smoothing, log_grad_norms=log_grad_norms, stream_barriers=barriers)
   if steps_per_call > 1:
-    step = scan_steps(step)
+    step = scan_steps(step, unroll=backend == 'cpu')
   replicated = parallel.replicated(mesh)
   return jax.jit(
       step, donate_argnums=0,
       in_shardings=(replicated, arrays_sharding or replicated,
                     parallel.batch_sharding(mesh, steps_per_call > 1)),
-      out_shardings=replicated, compiler_options=CPU_COMPILER_OPTIONS if on_cpu() else None)
+      out_shardings=replicated, compiler_options=CPU_COMPILER_OPTIONS if barriers else None)
 
 
 def compile_eval_step(mesh: Mesh, *, prepare: Prepare, top5: bool = False,

@@ -291,11 +291,11 @@ def test_preactivation_units_apply_bn_relu_before_each_conv(name, size):
         continue
       assert order.index(bn) < order.index(conv)
       np.testing.assert_allclose(inp[conv], relu(out[bn]), rtol=1e-6, atol=1e-6)
-    carry = inp[block]
+    shortcut = inp[block]
     if block + '/shortcut_conv' in out:
       np.testing.assert_allclose(inp[block + '/shortcut_conv'], inp[convs[0]], atol=1e-6)
-      carry = out[block + '/shortcut_conv']
-    np.testing.assert_allclose(out[block], out[convs[-1]] + carry, rtol=1e-5, atol=1e-5)
+      shortcut = out[block + '/shortcut_conv']
+    np.testing.assert_allclose(out[block], out[convs[-1]] + shortcut, rtol=1e-5, atol=1e-5)
   assert not any('shortcut_bn' in p for p in order) and 'stage1_block1/bn1' not in out
   assert 'stage2_block1/shortcut_conv' in out and 'stage2_block2/shortcut_conv' not in out
   np.testing.assert_allclose(inp['final_bn'], out[blocks[-1]], rtol=1e-6, atol=1e-6)
@@ -324,6 +324,19 @@ def test_highway_gate_mixes_branch_and_shortcut():
   low, high = np.minimum(branch, carry), np.maximum(branch, carry)
   assert np.all(relu(low) - 1e-5 <= block_out) and np.all(block_out <= relu(high) + 1e-5)
   assert np.abs(branch - carry).max() > 0.1  # the two paths differ, so the check has teeth
+
+
+@pytest.mark.parametrize('name', ['resnet8', 'resnet8_v2'])
+def test_stream_barriers_add_barriers_and_no_variables(name):
+  """A barrier after the stem and after each of the 3 blocks, none without the option (the check
+  can fail); the same variables either way."""
+  model = get_model(name)
+  barred = model.clone(stream_barriers=True)
+  variables, x = init(model)
+  jax.tree.map(np.testing.assert_array_equal, init(barred)[0], variables)
+  for net, count in ((barred, 4), (model, 0)):
+    text = jax.jit(functools.partial(net.apply, train=False)).lower(variables, x).as_text()
+    assert text.count('stablehlo.optimization_barrier') == count
 
 
 def test_eval_uses_running_statistics_train_updates_them():

@@ -12,6 +12,7 @@ from configs import cifar10
 from resnet_jax import parallel
 from resnet_jax.data import order
 from resnet_jax.data.augment import pixel_stats
+from resnet_jax.models import get_model
 from resnet_jax.train import optim, steps
 from resnet_jax.train.state import create_train_state
 
@@ -57,6 +58,13 @@ def make_optimizer(**overrides) -> optim.Optimizer:
   config = cifar10.get_config('resnet8')
   config.update(overrides)
   return optim.create_optimizer(config)
+
+
+@pytest.fixture(scope='module')
+def resnet_state(mesh):
+  """resnet8 (a stem and 3 blocks) in a fresh state; copy it before a step, which donates it."""
+  return create_train_state(get_model('resnet8', NUM_CLASSES), make_optimizer().tx,
+                            (SIZE, SIZE, 3), 0, mesh)
 
 
 def make_state(mesh, optimizer, dtype=jnp.float32):
@@ -192,3 +200,34 @@ def test_half_precision_computes_in_bfloat16_with_float32_params(mesh, arrays):
   loss = lambda m: float(m['sums']['loss'] / m['sums']['examples'])  # noqa: E731
   assert loss(half_metrics) != loss(full_metrics)  # really computed in bfloat16
   np.testing.assert_allclose(loss(half_metrics), loss(full_metrics), rtol=2e-2)
+
+
+def test_stream_barriers_on_the_cpu_backend_alone(mesh):
+  assert steps.platform(mesh) == 'cpu' and steps.uses_stream_barriers('cpu')
+  assert not steps.uses_stream_barriers('gpu') and not steps.uses_stream_barriers('tpu')
+
+
+def test_cpu_train_step_keeps_barriers_on_the_stream_and_takes_the_same_step(
+    mesh, arrays, resnet_state, monkeypatch):
+  """On the CPU: resnet8's 4 stream barriers and their 4 transposes, which survive XLA:CPU's
+  compilation. Built as for a GPU, the same step has none (the checks can fail) and the same
+  loss, parameters and BN statistics."""
+  optimizer, batch, results = make_optimizer(), index_batch(mesh, 0), {}
+  for backend in ('cpu', 'gpu'):
+    monkeypatch.setattr(steps, 'platform', lambda mesh, backend=backend: backend)
+    state = jax.tree.map(jnp.copy, resnet_state)
+    lowered = compile_step(mesh, optimizer).lower(state, arrays, batch)
+    compiled = lowered.compile()
+    counts = (lowered.as_text().count('stablehlo.optimization_barrier'),
+              compiled.as_text().count('opt-barrier'))
+    results[backend] = counts, compiled(state, arrays, batch)
+  assert results['cpu'][0] == (8, 8) and results['gpu'][0] == (0, 0)
+  assert_trees_close(results['cpu'][1], results['gpu'][1], rtol=1e-6, atol=1e-7)
+
+
+def test_eval_step_has_no_stream_barriers(mesh, arrays, resnet_state):
+  batch = parallel.shard_global_batch({'index': np.arange(BATCH), 'mask': np.ones(BATCH, bool)},
+                                      parallel.batch_sharding(mesh))
+  lowered = steps.compile_eval_step(mesh, prepare=steps.prepare_in_memory).lower(
+      resnet_state, arrays, batch)
+  assert 'optimization_barrier' not in lowered.as_text()
