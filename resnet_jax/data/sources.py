@@ -23,10 +23,9 @@ from collections.abc import Callable, Sequence
 import numpy as np
 from PIL import Image
 
+from resnet_jax.data.names import IN_MEMORY_DATASETS, TFDS_IN_MEMORY
 from resnet_jax.files import one_line
 
-TFDS_DATASETS = ('cifar10', 'cifar100')
-DATASETS = TFDS_DATASETS + ('image_folder', 'synthetic')
 IMAGE_FOLDER_SPLITS = ('train', 'test')
 VAL_SPLIT_KEY = 2015  # fixed seed of the train/val permutation (never the run's seed)
 SYNTHETIC_KEY = 2016  # fixed seed of the synthetic images and labels
@@ -86,14 +85,15 @@ def load_dataset(config, rows: Rows | None = None) -> Dataset:
   are read whole and cut.
   """
   name = config.dataset
-  if name not in DATASETS:
-    raise ValueError(f'dataset={name!r} is not an in-memory source; choose one of {DATASETS}')
+  if name not in IN_MEMORY_DATASETS:
+    raise ValueError(f'dataset={name!r} is not an in-memory source; choose one of '
+                     f'{IN_MEMORY_DATASETS}')
   val_split = config.get('val_split', 0)
   subsets = Subsets(train=config.get('train_subset', 0), test=config.get('test_subset', 0))
   if name == 'image_folder':
     return load_image_folder(config.get('data_dir', ''), val_split=val_split, rows=rows,
                              subsets=subsets)
-  if name in TFDS_DATASETS:
+  if name in TFDS_IN_MEMORY:
     dataset = _load_tfds(name, config.get('data_dir', ''), config.get('tfds_manual_dir', ''))
   else:
     dataset = synthetic_dataset(

@@ -57,6 +57,8 @@ import numpy as np
 import tensorflow as tf
 import tensorflow_datasets as tfds
 
+from resnet_jax.data.names import STREAMING_DATASETS, TFDS_STREAMED
+
 # ImageNet statistics of RGB in [0, 255] (the constants of torchvision and fb.resnet.torch).
 MEAN_RGB = (0.485 * 255, 0.456 * 255, 0.406 * 255)
 STDDEV_RGB = (0.229 * 255, 0.224 * 255, 0.225 * 255)
@@ -69,8 +71,6 @@ PCA_EIGVEC = ((-0.5675, 0.7192, 0.4009),
 INCEPTION_AREA = (0.08, 1.0)
 INCEPTION_ASPECT = (3 / 4, 4 / 3)
 ILSVRC_TARS = ('ILSVRC2012_img_train.tar', 'ILSVRC2012_img_val.tar')
-TFDS_NAMES = {'imagenet2012': 'imagenet2012', 'imagenette': 'imagenette/320px-v2'}
-DATASETS = (*TFDS_NAMES, 'image_folder_stream')
 AUGMENTATIONS = ('paper', 'inception')
 NORMALIZATIONS = ('per_pixel_mean', 'per_channel')
 # The accurate inverse DCT, as PIL (and so torchvision) decodes; TensorFlow's default fast one
@@ -198,9 +198,9 @@ def _check_config(config: ml_collections.ConfigDict, process_index: int,
   if missing:
     raise ValueError(f'the config lacks the streaming fields {missing}; start from '
                      'configs/imagenet.py or configs/imagenet_v1_5.py')
-  if config.dataset not in DATASETS:
+  if config.dataset not in STREAMING_DATASETS:
     raise ValueError(f'config.dataset={config.dataset!r} is not a streaming source; choose '
-                     f'from {DATASETS}')
+                     f'from {STREAMING_DATASETS}')
   if config.augmentation not in AUGMENTATIONS:
     raise ValueError(f'config.augmentation={config.augmentation!r}; choose from {AUGMENTATIONS}')
   if config.normalization not in NORMALIZATIONS:
@@ -302,7 +302,7 @@ def _prepared_builder(config: ml_collections.ConfigDict,
                       process_count: int) -> tfds.core.DatasetBuilder:
   """The tfds builder of config.dataset, prepared first if need be (from the manual download
   for imagenet2012, whose tar files are checked before tfds starts)."""
-  name = TFDS_NAMES[config.dataset]
+  name = TFDS_STREAMED[config.dataset]
   builder = tfds.builder(name, data_dir=config.data_dir or None)
   if builder.is_prepared():
     return builder

@@ -47,6 +47,7 @@ from resnet_jax.study import figures, tables
 from resnet_jax.study.runs import is_finished, parse_model, read_config
 from resnet_jax.files import atomic_write_text
 from resnet_jax.provenance import device_info, git_commit, versions
+from resnet_jax.stop import STOP_SIGNALS
 from resnet_jax.train.metrics import METRICS_FILE, read_rows
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -90,7 +91,6 @@ RESULT_FIELDS = ('model', 'seed', 'dataset', 'val_split', 'batch_size', 'num_tra
                  'train_subset', 'test_subset')
 POLL_SECONDS = 0.5
 STOP_GRACE_SECONDS = 60
-STOP_SIGNALS = (signal.SIGTERM, signal.SIGHUP)  # besides Ctrl-C (SIGINT, KeyboardInterrupt)
 
 
 class _Parser(argparse.ArgumentParser):

@@ -12,7 +12,7 @@ import statistics
 from pathlib import Path
 
 from resnet_jax.models import parse_name
-from resnet_jax.train.metrics import METRICS_FILE, read_rows
+from resnet_jax.train.metrics import METRICS_FILE, ended, read_rows
 
 FAMILIES = ('plain', 'resnet')  # the variants of He et al. 2015 Fig. 6: plain and option A
 RUN_CONFIG_FILE = 'config.json'  # written by resnet_jax.train.checkpoint.write_config
@@ -52,8 +52,7 @@ def read_config(run_dir: Path) -> dict:
 
 def is_finished(run_dir: Path) -> bool:
   """True when the run's metrics.jsonl ends with the 'end' event."""
-  rows = read_rows(Path(run_dir) / METRICS_FILE)
-  return bool(rows) and rows[-1].get('event') == 'end'
+  return ended(read_rows(Path(run_dir) / METRICS_FILE))
 
 
 @dataclasses.dataclass(frozen=True)

@@ -16,12 +16,9 @@ from jax.sharding import Mesh
 from resnet_jax import parallel
 from resnet_jax.data import order, sources
 from resnet_jax.data.augment import pixel_stats
+from resnet_jax.data.names import STREAMING_DATASETS
 from resnet_jax.train import steps
 
-# The names of resnet_jax.data.streaming.DATASETS, kept here because that module imports
-# TensorFlow, which only streamed runs should pay for (tests/train/test_inputs.py checks they agree).
-STREAMING_DATASETS = ('imagenet2012', 'imagenette', 'image_folder_stream')
-DATASETS = sources.DATASETS + STREAMING_DATASETS
 
 
 class ConfigError(ValueError):

@@ -42,8 +42,10 @@ from jax.sharding import Mesh
 
 from resnet_jax import models, parallel
 from resnet_jax.data.augment import NORMALIZATIONS
+from resnet_jax.data.names import DATASETS
+from resnet_jax.stop import STOP_SIGNALS
 from resnet_jax.train import checkpoint, metrics, optim, steps
-from resnet_jax.train.inputs import DATASETS, ConfigError, load_data
+from resnet_jax.train.inputs import ConfigError, load_data
 from resnet_jax.train import state as state_lib
 
 POSITIVE_FIELDS = ('batch_size', 'eval_batch_size', 'num_train_steps', 'eval_every_steps',
@@ -53,7 +55,6 @@ NON_NEGATIVE_FIELDS = ('val_split', 'warmup_steps', 'warmup_learning_rate', 'wei
                        'momentum', 'label_smoothing', 'seed')
 INTERVAL_FIELDS = ('num_train_steps', 'log_every_steps', 'eval_every_steps',
                    'checkpoint_every_steps')
-STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)
 
 
 class TrainingDiverged(RuntimeError):
@@ -61,7 +62,7 @@ class TrainingDiverged(RuntimeError):
 
 
 class Preempted(RuntimeError):
-  """SIGTERM or SIGINT stopped the run after saving a checkpoint; `signum` is the signal."""
+  """A stop signal (STOP_SIGNALS) stopped the run after saving a checkpoint; `signum` is it."""
 
   def __init__(self, message: str, signum: int):
     super().__init__(message)
@@ -142,7 +143,7 @@ def _summary(rows: list[dict]) -> dict:
 
 
 def _finished(rows: list[dict], step: int, num_train_steps: int) -> bool:
-  return step >= num_train_steps and bool(rows) and rows[-1].get('event') == 'end'
+  return step >= num_train_steps and metrics.ended(rows)
 
 
 class _Clock:
@@ -156,9 +157,10 @@ class _Clock:
 
 
 class _StopSignals:
-  """While active, SIGTERM and SIGINT set `signum` instead of ending the process.
+  """While active, STOP_SIGNALS (SIGTERM, SIGINT, SIGHUP) set `signum` instead of ending the
+  process.
 
-  A second signal of either kind restores the previous handlers and ends the
+  A second signal of any of them restores the previous handlers and ends the
   process at once. Handlers can only be installed from the main thread;
   elsewhere the signals keep their previous meaning.
   """

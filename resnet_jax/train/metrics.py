@@ -24,6 +24,11 @@ METRICS_FILE = 'metrics.jsonl'
 TENSORBOARD_DIR = 'tensorboard'
 
 
+def ended(rows: list[dict]) -> bool:
+  """True when the rows of a metrics.jsonl end with the 'end' event: the run finished."""
+  return bool(rows) and rows[-1].get('event') == 'end'
+
+
 def read_rows(path: str) -> list[dict]:
   """The rows of a metrics.jsonl file; a torn last line (a crash mid-write) is skipped."""
   if not os.path.exists(path):
