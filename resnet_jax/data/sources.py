@@ -23,10 +23,10 @@ from collections.abc import Callable, Sequence
 import numpy as np
 from PIL import Image
 
+from resnet_jax.data import folders
 from resnet_jax.data.names import IN_MEMORY_DATASETS, TFDS_IN_MEMORY
 from resnet_jax.files import one_line
 
-IMAGE_FOLDER_SPLITS = ('train', 'test')
 VAL_SPLIT_KEY = 2015  # fixed seed of the train/val permutation (never the run's seed)
 SYNTHETIC_KEY = 2016  # fixed seed of the synthetic images and labels
 SUBSET_KEY = 2017  # fixed seed of the train/test subsets (never the run's seed)
@@ -287,72 +287,36 @@ def load_image_folder(
     rows: Rows | None = None,
     subsets: Subsets = Subsets(),
 ) -> Dataset:
-  """Reads data_dir/{train,test}/<class>/<image> into memory.
+  """Reads the image folder data_dir (resnet_jax.data.folders: train/ and test/ or val/) into
+  memory.
 
-  Classes are the sorted sub-folder names of train/ (label = position in that
-  order); files are taken in sorted order within a class; names starting with
-  '.' are skipped. Any format Pillow reads works; grey-scale, palette and RGBA
-  images are converted to RGB (alpha dropped). All images must share one size.
-  Files are decoded by a thread pool of `num_workers` threads (default: the
+  Grey-scale, palette and RGBA images are converted to RGB (alpha dropped). All images must
+  share one size. Files are decoded by a thread pool of `num_workers` threads (default: the
   cores this process may use; Pillow releases the GIL while decoding). `val_split` training
-  examples become the validation split (validation_indices), and train and test
-  keep only their `subsets` (subset_indices); with `rows` only this process's
-  examples of each split are decoded.
+  examples become the validation split (validation_indices), and train and test keep only their
+  `subsets` (subset_indices); with `rows` only this process's examples of each split are decoded.
   """
-  listings = {split: _list_split(data_dir, split) for split in IMAGE_FOLDER_SPLITS}
-  class_names = tuple(listings['train'])
-  if set(listings['test']) != set(class_names):
-    only_train = sorted(set(class_names) - set(listings['test']))
-    only_test = sorted(set(listings['test']) - set(class_names))
-    raise ValueError(
-        f'train/ and test/ of {data_dir} have different classes: only in train {only_train}, '
-        f'only in test {only_test}')
-  files = {split: _files_and_labels(listings[split], class_names) for split in IMAGE_FOLDER_SPLITS}
-  train_idx, val_idx = validation_indices(len(files['train'][0]), val_split)
+  try:
+    listing = folders.scan(data_dir)
+  except ValueError as error:
+    raise ValueError(f'image_folder: {error}') from None
+  files = {'train': listing.train, 'test': listing.test}
+  train_idx, val_idx = validation_indices(len(listing.train.paths), val_split)
   train_idx = train_idx[subset_indices(len(train_idx), subsets.train, 'train_subset')]
-  test_idx = subset_indices(len(files['test'][0]), subsets.test, 'test_subset')
-  first = listings['train'][class_names[0]][0]
+  test_idx = subset_indices(len(listing.test.paths), subsets.test, 'test_subset')
+  first = listing.train.paths[0]
   size = _image_size(first)
 
   def decode(split: str, indices: np.ndarray) -> Split:
-    paths, labels = files[split]
     start, stop = _clip(rows, len(indices))
     kept = indices[start:stop]
-    images = _decode([paths[i] for i in kept], first, size, num_workers)
-    return Split(images=images, labels=labels[kept], start=start, size=len(indices))
+    images = _decode([files[split].paths[i] for i in kept], first, size, num_workers)
+    return Split(images=images, labels=files[split].labels[kept], start=start, size=len(indices))
   return Dataset(
       train=decode('train', train_idx),
       val=decode('train', val_idx) if val_split else None,
       test=decode('test', test_idx),
-      num_classes=len(class_names), class_names=class_names)
-
-
-def _list_split(data_dir: str, split: str) -> dict[str, list[pathlib.Path]]:
-  """Sorted class name -> sorted image paths of data_dir/split, with layout checks."""
-  layout = 'expected data_dir/{train,test}/<class>/<image files>'
-  root = pathlib.Path(data_dir) / split
-  if not data_dir or not root.is_dir():
-    raise ValueError(f'image_folder: {root} is not a directory; {layout}')
-  classes = sorted(p.name for p in root.iterdir() if p.is_dir() and not p.name.startswith('.'))
-  if not classes:
-    raise ValueError(f'image_folder: {root} has no class folders; {layout}')
-  listing = {}
-  for name in classes:
-    files = sorted(p for p in (root / name).iterdir() if p.is_file() and not p.name.startswith('.'))
-    if not files:
-      raise ValueError(f'image_folder: class folder {root / name} has no files; {layout}')
-    listing[name] = files
-  return listing
-
-
-def _files_and_labels(
-    listing: dict[str, list[pathlib.Path]], class_names: Sequence[str],
-) -> tuple[list[pathlib.Path], np.ndarray]:
-  """The image paths of a split, class by class, and their labels int32."""
-  paths = [path for name in class_names for path in listing[name]]
-  labels = np.repeat(np.arange(len(class_names), dtype=np.int32),
-                     [len(listing[name]) for name in class_names])
-  return paths, labels
+      num_classes=len(listing.class_names), class_names=listing.class_names)
 
 
 def _decode(

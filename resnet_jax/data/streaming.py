@@ -1,47 +1,21 @@
-"""Streaming tf.data input pipeline for ImageNet-sized data that does not fit in memory.
+"""tf.data input pipeline for ImageNet-sized data that does not fit in memory.
 
-Sources (config.dataset):
-  'imagenet2012'         tfds imagenet2012 from its manual download: ILSVRC2012_img_train.tar
-                         and ILSVRC2012_img_val.tar in config.tfds_manual_dir (default, as tfds
-                         documents: <data_dir>/downloads/manual). The first single-process run
-                         prepares it.
-  'imagenette'           tfds imagenette/320px-v2 (10 ImageNet classes; tfds downloads it).
-  'image_folder_stream'  config.data_dir/train/<class>/* and config.data_dir/{val|test}/<class>/*;
-                         the classes are the sorted folder names under train/.
-Every source is evaluated on the split named 'test': for the tfds sources that is their
-'validation' split (ImageNet's 50,000 images, the set of He 2015 Tables 2-4).
+Sources (config.dataset): 'imagenet2012' (tfds, from the manual download of
+ILSVRC2012_img_train.tar and ILSVRC2012_img_val.tar in config.tfds_manual_dir), 'imagenette'
+(tfds imagenette/320px-v2, 10 classes) and 'image_folder_stream' (resnet_jax.data.folders in
+config.data_dir). Every source is evaluated on its split named 'test': tfds' 'validation'
+(ImageNet's 50,000 images of He 2015 Tables 2-4).
 
-Preprocessing. Each crop is decoded straight from the JPEG (decode_and_crop_jpeg), then resized
-(bilinear, antialiased) to config.image_size:
-  train, augmentation='paper' (He 2015 sec. 3.4): the shorter side resized to S ~ U[256, 480]
-      (config.scale_range), a random 224 x 224 crop, a random horizontal flip, and the colour
-      augmentation of AlexNet [21] (PCA lighting noise, config.pca_lighting_std; 0 skips it).
-      Resizing to shorter side S and cropping 224 equals cropping a square of side
-      224 * shorter / S from the original and resizing it to 224, which is what is done here.
-  train, augmentation='inception' (v1.5 recipes): a random crop of 8%-100% of the area with
-      aspect ratio in [3/4, 4/3], resized to 224, a random flip; when 10 attempts find no such
-      crop, the evaluation crop.
-  evaluation: the shorter side resized to 256 (config.eval_resize_size), the centre 224 crop.
-  config.augment=False trains on the evaluation crop.
-  Normalisation: 'per_pixel_mean' subtracts MEAN_RGB (the paper subtracts the per-pixel mean
-  image; over ImageNet that image is nearly flat, so the standard per-channel mean stands in for
-  it); 'per_channel' also divides by STDDEV_RGB. Images come out float32, or bfloat16 when
-  config.half_precision (cast in the pipeline, so half the bytes travel to the device).
+Each crop is decoded straight from the JPEG, resized (bilinear, antialiased) to
+config.image_size and normalised in the units of the in-memory pipeline (_normalize). Train
+crops: augmentation='paper' (He 2015 sec. 3.4: shorter side S ~ U[config.scale_range], a random
+224 crop, flip, AlexNet PCA lighting) or 'inception' (8%-100% of the area, aspect in [3/4, 4/3],
+flip; v1.5 recipes). Evaluation: shorter side config.eval_resize_size, the centre crop.
 
-Sharding and order. Each process reads only its shard: tfds.split_for_jax_process for tfds,
-every process_count-th file for folders. Training shards drop the remainder so that all
-processes hold the same number of examples; an epoch is steps_per_epoch = shard // local batch
-batches (the remainder of each epoch is dropped). Epoch e is shuffled with a seed drawn from
-(config.seed, e): tfds files are shuffled and then passed through a buffer of
-config.shuffle_buffer_size records, a folder's file list is shuffled whole. Augmentation draws
-stateless random numbers from (epoch seed, position in epoch). So train_iter(k) skips to step k
-and yields the batches an uninterrupted run yields from step k: bitwise the same with the same
-files, TensorFlow build and CPU (JPEG decoding and resizing are deterministic there), not
-across TensorFlow versions or machines whose kernels round differently. Skipping into an epoch
-costs reading (tfds) or listing (folders) its skipped part, without decoding. Each epoch
-starts a fresh pipeline, which first fills its prefetch and shuffle buffers.
-Evaluation reads every example of a split exactly once across processes; every process yields
-the same number of batches, the last padded with examples whose mask is False.
+Each process reads only its shard; epoch e is shuffled with a seed of (config.seed, e), and
+augmentation draws stateless random numbers from (epoch seed, position), so train_iter(k) yields
+bitwise the batches an uninterrupted run yields from step k (same files, TensorFlow build and
+CPU). Evaluation reads every example once across processes, the last batch padded and masked.
 """
 
 import dataclasses
@@ -57,6 +31,10 @@ import numpy as np
 import tensorflow as tf
 import tensorflow_datasets as tfds
 
+from resnet_jax import config as config_lib
+from resnet_jax.config import NORMALIZATIONS
+from resnet_jax.data import folders
+from resnet_jax.data.augment import MAX_PIXEL
 from resnet_jax.data.names import STREAMING_DATASETS, TFDS_STREAMED
 
 # ImageNet statistics of RGB in [0, 255] (the constants of torchvision and fb.resnet.torch).
@@ -72,16 +50,10 @@ INCEPTION_AREA = (0.08, 1.0)
 INCEPTION_ASPECT = (3 / 4, 4 / 3)
 ILSVRC_TARS = ('ILSVRC2012_img_train.tar', 'ILSVRC2012_img_val.tar')
 AUGMENTATIONS = ('paper', 'inception')
-NORMALIZATIONS = ('per_pixel_mean', 'per_channel')
 # The accurate inverse DCT, as PIL (and so torchvision) decodes; TensorFlow's default fast one
 # darkens red and blue by about one level.
 JPEG_DCT = 'INTEGER_ACCURATE'
-IMAGE_EXTENSIONS = ('.jpg', '.jpeg', '.png', '.bmp', '.gif')
 EVAL_SPLITS = ('test',)
-CONFIG_FIELDS = ('dataset', 'data_dir', 'tfds_manual_dir', 'val_split', 'batch_size',
-                 'eval_batch_size', 'seed', 'half_precision', 'normalization', 'augment',
-                 'augmentation', 'image_size', 'scale_range', 'eval_resize_size',
-                 'pca_lighting_std', 'shuffle_buffer_size')
 
 
 @dataclasses.dataclass(frozen=True)
@@ -194,7 +166,7 @@ def epoch_seed(seed: int, epoch: int) -> int:
 
 def _check_config(config: ml_collections.ConfigDict, process_index: int,
                   process_count: int) -> None:
-  missing = [name for name in CONFIG_FIELDS if name not in config]
+  missing = [name for name in config_lib.fields_of('streaming') if name not in config]
   if missing:
     raise ValueError(f'the config lacks the streaming fields {missing}; start from '
                      'configs/imagenet.py or configs/imagenet_v1_5.py')
@@ -232,40 +204,16 @@ def _check_config(config: ml_collections.ConfigDict, process_index: int,
 # Sources.
 
 def _folder_source(root: str, process_index: int, process_count: int) -> _Source:
-  """A folder of train/<class>/* and val/<class>/* (or test/<class>/*) images."""
-  train_dir = os.path.join(root, 'train')
-  if not os.path.isdir(train_dir):
-    raise ValueError(f'no train/ folder in {root}; expected {root}/train/<class>/<image>')
-  eval_dirs = [os.path.join(root, name) for name in ('val', 'test')
-               if os.path.isdir(os.path.join(root, name))]
-  if not eval_dirs:
-    raise ValueError(f'no val/ or test/ folder in {root}; expected {root}/val/<class>/*')
-  class_names = tuple(sorted(entry.name for entry in os.scandir(train_dir) if entry.is_dir()))
-  train_paths, train_labels = _list_images(train_dir, class_names)
-  test_paths, test_labels = _list_images(eval_dirs[0], class_names)
+  """An image folder (resnet_jax.data.folders): train/ and test/ or val/."""
+  listing = folders.scan(root)
+  train, test = listing.train, listing.test
   return _Source(
-      train=_folder_shard(train_paths, train_labels, process_index, process_count, True),
-      test=_folder_shard(test_paths, test_labels, process_index, process_count, False),
-      num_test_examples=len(test_paths), class_names=class_names,
-      num_train_examples=len(train_paths))
-
-
-def _list_images(split_dir: str, class_names: tuple[str, ...]) -> tuple[list[str], list[int]]:
-  """Image files of split_dir/<class>/, sorted by class then name, with their labels."""
-  folders = sorted(entry.name for entry in os.scandir(split_dir) if entry.is_dir())
-  unknown = sorted(set(folders) - set(class_names))
-  if unknown:
-    raise ValueError(f'{split_dir} has classes {unknown} that train/ lacks; use the same class '
-                     'folders in every split')
-  paths, labels = [], []
-  for folder in folders:
-    names = sorted(entry.name for entry in os.scandir(os.path.join(split_dir, folder))
-                   if entry.name.lower().endswith(IMAGE_EXTENSIONS))
-    paths += [os.path.join(split_dir, folder, name) for name in names]
-    labels += [class_names.index(folder)] * len(names)
-  if not paths:
-    raise ValueError(f'no image files ({", ".join(IMAGE_EXTENSIONS)}) in {split_dir}/<class>/')
-  return paths, labels
+      train=_folder_shard(list(map(str, train.paths)), train.labels.tolist(), process_index,
+                          process_count, True),
+      test=_folder_shard(list(map(str, test.paths)), test.labels.tolist(), process_index,
+                         process_count, False),
+      num_test_examples=len(test.paths), class_names=listing.class_names,
+      num_train_examples=len(train.paths))
 
 
 def _folder_shard(paths: list[str], labels: list[int], process_index: int, process_count: int,
@@ -434,10 +382,10 @@ def _resize(image: tf.Tensor, size: int) -> tf.Tensor:
 
 
 def _normalize(image: tf.Tensor, config: ml_collections.ConfigDict) -> tf.Tensor:
-  image = image - tf.constant(MEAN_RGB)
-  if config.normalization == 'per_channel':
-    image = image / tf.constant(STDDEV_RGB)
-  return tf.cast(image, _output_dtype(config))
+  """RGB in [0, 255] to the units of resnet_jax.data.augment.normalize: the mean subtracted,
+  divided by 255 ('per_pixel_mean') or by the per-channel std ('per_channel')."""
+  scale = tf.constant(STDDEV_RGB) if config.normalization == 'per_channel' else MAX_PIXEL
+  return tf.cast((image - tf.constant(MEAN_RGB)) / scale, _output_dtype(config))
 
 
 def _output_dtype(config: ml_collections.ConfigDict) -> tf.DType:

@@ -21,7 +21,7 @@ import tensorflow_datasets as tfds
 from PIL import Image
 
 from configs import imagenet, imagenet_v1_5
-from resnet_jax.data import streaming
+from resnet_jax.data import augment, streaming
 
 CROP = 32  # image_size in tests; sources are 64-96 px, scale_range (36, 64), eval resize 36
 SCALE_RANGE = (36, 64)
@@ -65,8 +65,8 @@ def pixels(batch: dict, config) -> np.ndarray:
   """Undoes the normalisation: RGB in [0, 255] as float64."""
   image = np.asarray(batch['image'], np.float64)
   if config.normalization == 'per_channel':
-    image = image * np.array(streaming.STDDEV_RGB)
-  return image + np.array(streaming.MEAN_RGB)
+    return image * np.array(streaming.STDDEV_RGB) + np.array(streaming.MEAN_RGB)
+  return image * 255 + np.array(streaming.MEAN_RGB)
 
 
 def codes(images: np.ndarray) -> list[int]:
@@ -141,8 +141,9 @@ def test_folder_batches_have_shapes_dtypes_labels_and_ranges(folder, half_precis
     real = batch.get('mask', np.ones(4, bool))
     assert image[real].min() >= -1 and image[real].max() <= 256
     assert [label_of(code) for code in codes(image[real])] == batch['label'][real].tolist()
-  # per_channel ends in roughly unit scale ((255 - 103.5) / 57.4 < 3); per_pixel_mean keeps 0-255.
-  bound = 3 if normalization == 'per_channel' else 160
+  # Units of the in-memory pipeline: per_channel (255 - 103.5) / 57.4 < 3, per_pixel_mean
+  # (255 - 103.5) / 255 < 0.65, as augment.normalize gives for the same pixels.
+  bound = 3 if normalization == 'per_channel' else 0.65
   assert np.abs(np.asarray(batch['image'], np.float32)).max() < bound
 
 
@@ -247,7 +248,7 @@ def test_pca_lighting_adds_principal_components_scaled_by_eigenvalue_times_gauss
     (dict(val_split=100), 'val_split'),
     (dict(test_subset=100), 'test_subset is not supported by streaming sources; set it to 0'),
     (dict(dataset='cifar10'), 'not a streaming source'),
-    (dict(data_dir='/nonexistent'), 'no train/ folder'),
+    (dict(data_dir='/nonexistent'), '/nonexistent/train is not a directory'),
 ])
 def test_bad_config_raises_one_line(folder, overrides, message):
   config = make_config(dataset='image_folder_stream', data_dir=folder)
@@ -259,8 +260,8 @@ def test_bad_config_raises_one_line(folder, overrides, message):
 
 @pytest.mark.parametrize('layout,message', [
     ({'train/a/1.jpg'}, 'no val/ or test/ folder'),
-    ({'train/a/1.jpg', 'val/b/1.jpg'}, "classes ['b'] that train/ lacks"),
-    ({'train/a/notes.txt', 'val/a/1.jpg'}, 'no image files'),
+    ({'train/a/1.jpg', 'val/b/1.jpg'}, "only in train ['a'], only in val ['b']"),
+    ({'train/a/notes.txt', 'val/a/1.jpg'}, 'has no files with an image extension (.jpg,'),
 ])
 def test_bad_folder_layout_raises_one_line(tmp_path, layout, message):
   for name in layout:
@@ -447,3 +448,17 @@ def test_input_pipeline_benchmark_writes_json_and_markdown(tmp_path):
   bad = subprocess.run([sys.executable, '-m', 'benchmarks.input_pipeline', '--sizes=500-375'],
                        capture_output=True, text=True, cwd=REPO_ROOT)
   assert bad.returncode != 0 and 'give WIDTHxHEIGHT values' in bad.stderr
+
+
+@pytest.mark.parametrize('normalization, std', [('per_pixel_mean', (1.0, 1.0, 1.0)),
+                                                ('per_channel', streaming.STDDEV_RGB)])
+def test_streamed_inputs_are_in_the_units_of_the_in_memory_pipeline(normalization, std):
+  """normalization means one thing in both pipelines: (x / 255 - mean) / std (augment.normalize),
+  with ImageNet's per-channel mean and, for per_channel, std."""
+  pixels_uint8 = np.random.default_rng(0).integers(0, 256, (2, 4, 4, 3)).astype(np.uint8)
+  config = make_config(normalization=normalization, half_precision=False)
+  streamed = streaming._normalize(tf.constant(pixels_uint8, tf.float32), config).numpy()
+  scale = np.array(std) / (255 if normalization == 'per_channel' else 1)
+  in_memory = augment.normalize(pixels_uint8, np.array(streaming.MEAN_RGB) / 255, scale)
+  np.testing.assert_allclose(streamed, np.asarray(in_memory), rtol=1e-5, atol=1e-6)
+  assert np.abs(streamed - np.asarray(in_memory) * 255).max() > 1  # control: 0-255 units differ
