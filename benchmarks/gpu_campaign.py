@@ -44,6 +44,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from resnet_jax import provenance
+from resnet_jax.errors import ConfigError
 from resnet_jax.files import atomic_write_text
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -99,10 +100,6 @@ REHEARSAL = Sizes(
                  '--config.eval_batch_size=8'),
     study_env=(('RESNET_JAX_QUICK_STEPS', '8'),),
     budget_s=400, throughput_cap_s=150, figures_cap_s=90)
-
-
-class CampaignError(ValueError):
-  """Bad input, found before any work."""
 
 
 def sizes() -> Sizes:
@@ -213,16 +210,16 @@ def run_part(name: str, command: Sequence[str], cap_s: float, env: dict[str, str
 
 
 def wheel_files(wheels: Path) -> list[Path]:
-  """One wheel per package of WHEELS; CampaignError naming the first missing one and the fix."""
+  """One wheel per package of WHEELS; ConfigError naming the first missing one and the fix."""
   if not wheels.is_dir():
-    raise CampaignError(f'{wheels} is not a folder of wheels: run `python -m '
+    raise ConfigError(f'{wheels} is not a folder of wheels: run `python -m '
                         'benchmarks.gpu_campaign --prepare` where the package registry is reachable')
   found = []
   for package in WHEELS:
     prefix = package.replace('-', '_').lower() + '-'
     matches = sorted(p for p in wheels.glob('*.whl') if p.name.lower().startswith(prefix))
     if not matches:
-      raise CampaignError(f'no wheel of {package} in {wheels}: run `python -m '
+      raise ConfigError(f'no wheel of {package} in {wheels}: run `python -m '
                           'benchmarks.gpu_campaign --prepare` where the package registry is '
                           'reachable')
     found.append(matches[-1])
@@ -231,7 +228,7 @@ def wheel_files(wheels: Path) -> list[Path]:
 
 def check_tarball(tarball: Path) -> None:
   if not tarball.is_file() or not tarfile.is_tarfile(tarball):
-    raise CampaignError(f'{tarball} is not the CIFAR-10 tarball: copy {SHARED_TARBALL} there '
+    raise ConfigError(f'{tarball} is not the CIFAR-10 tarball: copy {SHARED_TARBALL} there '
                         '(python -m benchmarks.gpu_campaign --prepare does)')
 
 
@@ -419,17 +416,17 @@ def _parser() -> argparse.ArgumentParser:
 def check(args: argparse.Namespace) -> tuple[list[Path], Path]:
   """Every check before any work: the wheels, the tarball, the output folder and the parts."""
   if args.out is None:
-    raise CampaignError('give the output folder: bash benchmarks/gpu_campaign.sh OUT')
+    raise ConfigError('give the output folder: bash benchmarks/gpu_campaign.sh OUT')
   if args.out.exists() and not args.out.is_dir():
-    raise CampaignError(f'{args.out} is a file: give a folder for the results')
+    raise ConfigError(f'{args.out} is a file: give a folder for the results')
   parts = args.parts.split(',')
   unknown = [part for part in parts if part not in PARTS]
   if unknown or not parts:
-    raise CampaignError(f'--parts={args.parts}: use a comma list of {", ".join(PARTS)}')
+    raise ConfigError(f'--parts={args.parts}: use a comma list of {", ".join(PARTS)}')
   for name in ('budget_s', *(f'{part}_cap_s' for part in PARTS)):
     value = getattr(args, name)
     if value is not None and value <= 0:
-      raise CampaignError(f'--{name}={value}: give a positive number of seconds')
+      raise ConfigError(f'--{name}={value}: give a positive number of seconds')
   wheels = wheel_files(args.carry / 'wheels')
   check_tarball(args.carry / TARBALL)
   return wheels, args.carry / TARBALL
@@ -443,7 +440,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     return
   try:
     wheels, tarball = check(args)
-  except CampaignError as error:
+  except ConfigError as error:
     print(f'gpu_campaign: {error}', file=sys.stderr)
     raise SystemExit(2) from None
   carry = args.carry.resolve()

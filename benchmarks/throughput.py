@@ -4,11 +4,10 @@
     python benchmarks/throughput.py --models=resnet56 --batch_sizes=128 --precisions=bfloat16
 
 For every (model, global batch size, precision), on whatever backend jax and torch find:
-- ours: the jitted train step of resnet_jax.train.steps.compile_train_step, the very function the
+- ours: the jitted train and eval steps of resnet_jax.train.loop.build, the very functions the
   loop runs (gather from the in-memory uint8 data set, pad-crop-flip augmentation and
   normalisation on the device, forward, backward, SGD + momentum + L2, BN statistics; He 2015
-  sec. 4.2), built as resnet_jax.train.loop builds it from configs/cifar10.py with synthetic data,
-  and the jitted eval step;
+  sec. 4.2), for configs/cifar10.py's recipe on synthetic data;
 - peer: the same networks and step in PyTorch (benchmarks/torch_peer.py), when torch imports.
 Images per second come from the median of timed windows after a warm-up; a window ends with one
 device synchronisation (jax.block_until_ready / torch.cuda.synchronize) and no step inside it
@@ -35,15 +34,13 @@ from typing import Any
 
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 from absl import app, flags
 
 from configs import cifar10
 from resnet_jax import models, parallel, provenance
 from resnet_jax.files import atomic_write_text
-from resnet_jax.train import inputs, optim, steps
-from resnet_jax.train import state as state_lib
+from resnet_jax.train import inputs, loop
 
 FRAMEWORKS = ('jax', 'torch', 'both')
 PRECISIONS = ('float32', 'bfloat16')
@@ -192,39 +189,30 @@ def _compiled_bytes(compiled) -> int | None:
 
 
 def bench_ours(setting: Setting, warmup: int, steps_per_window: int, windows: int) -> Bench:
-  """Times the loop's jitted train and eval steps (resnet_jax.train.loop.train_and_evaluate)."""
+  """Times the train and eval steps that resnet_jax.train.loop.build makes for the setting's
+  config, the very steps train_and_evaluate runs."""
   steps_per_call = setting.steps_per_call
   calls = warmup + windows * steps_per_window
-  batch_steps = steps_per_call * setting.batch_size
-  config = jax_config(setting, synthetic_size=2 * batch_steps)
-  mesh = parallel.make_mesh()
+  config = jax_config(setting, synthetic_size=2 * steps_per_call * setting.batch_size)
   with HostMemory() as host:
-    data = inputs.load_data(config, mesh)
-    dtype = jnp.bfloat16 if config.half_precision else jnp.float32
-    model = models.get_model(config.model, data.num_classes, dtype=dtype)
-    optimizer = optim.create_optimizer(config)
-    state = state_lib.create_train_state(model, optimizer.tx, data.image_shape, config.seed, mesh)
-    train_step = steps.compile_train_step(
-        mesh, prepare=data.prepare, learning_rate=optimizer.learning_rate, seed=config.seed,
-        steps_per_call=steps_per_call)
-    eval_step = steps.compile_eval_step(mesh, prepare=data.prepare)
+    setup = loop.build(config, parallel.make_mesh())
+    data = setup.data
     arrays = data.arrays('train')
     batches = [data.train_batch(i * steps_per_call) for i in range(calls)]
-    eval_batch = parallel.shard_global_batch(
-        {'index': np.arange(setting.batch_size, dtype=np.int32) % (2 * batch_steps),
-         'mask': np.ones(setting.batch_size, bool)}, parallel.batch_sharding(mesh))
+    eval_batch = next(iter(data.eval_batches('test')))
+    eval_arrays = data.arrays('test')
     start = time.perf_counter()
-    compiled = train_step.lower(state, arrays, batches[0]).compile()  # fills the jit's cache
+    compiled = setup.train_step.lower(setup.state, arrays, batches[0]).compile()  # fills the cache
     compile_s = time.perf_counter() - start
-    holder = {'state': state, 'i': 0}
+    holder = {'state': setup.state, 'i': 0}
 
     def train_call():
-      holder['state'], metrics = train_step(holder['state'], arrays, batches[holder['i']])
+      holder['state'], metrics = setup.train_step(holder['state'], arrays, batches[holder['i']])
       holder['i'] += 1
       return metrics
 
     train = time_calls(train_call, jax.block_until_ready, warmup, steps_per_window, windows)
-    evaluate = time_calls(lambda: eval_step(holder['state'], arrays, eval_batch),
+    evaluate = time_calls(lambda: setup.eval_step(holder['state'], eval_arrays, eval_batch),
                           jax.block_until_ready, warmup, steps_per_window, windows)
   peak, source = _device_memory()
   if peak is None:

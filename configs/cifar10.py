@@ -33,6 +33,8 @@ import math
 
 import ml_collections
 
+from resnet_jax.config import new_config
+
 RECIPES = ('paper', 'cosine', 'keras')
 TRAIN_EXAMPLES = 50_000
 WARMUP_DEPTH = 110  # He 2015 sec. 4.2: "In this case [110 layers] ... we use 0.01 to warm up"
@@ -44,12 +46,12 @@ def get_config(arg: str = 'resnet20') -> ml_collections.ConfigDict:
   recipe = recipe or 'paper'
   if recipe not in RECIPES:
     raise ValueError(f'recipe {recipe!r} is unknown; use MODEL[,RECIPE] with RECIPE in {RECIPES}')
-  config = ml_collections.ConfigDict(_paper_recipe(model or 'resnet20'))
+  values = _paper_recipe(model or 'resnet20')
   if recipe == 'cosine':
-    config.update(schedule='cosine', lr_boundaries=(), warmup_steps=400, warmup_learning_rate=0.0)
+    values.update(schedule='cosine', lr_boundaries=(), warmup_steps=400, warmup_learning_rate=0.0)
   if recipe == 'keras':
-    config = ml_collections.ConfigDict({**config.to_dict(), **_keras_recipe()})
-  return config
+    values.update(_keras_recipe())
+  return new_config('in_memory', **values)
 
 
 def _depth(model: str) -> int:
@@ -58,49 +60,26 @@ def _depth(model: str) -> int:
 
 
 def _paper_recipe(model: str) -> dict:
+  """He 2015 sec. 4.2; the other fields keep resnet_jax.config's defaults."""
   warmup = _depth(model) >= WARMUP_DEPTH
   return dict(
       model=model,
       dataset='cifar10',
-      data_dir='',
-      tfds_manual_dir='',  # folder with the official archive, for tfds without internet
-      val_split=0,
-      train_subset=0,  # 0 = all; N = a fixed random N of the train split (quick studies)
-      test_subset=0,  # 0 = all; N = a fixed random N of the test split
-      normalization='per_pixel_mean',
-      augment=True,
       batch_size=128,
       eval_batch_size=1024,
       num_train_steps=64_000,
       eval_every_steps=1000,
       checkpoint_every_steps=4000,
       log_every_steps=100,
-      keep_checkpoints=2,
-      seed=0,
-      half_precision=False,
       optimizer='sgd',
       learning_rate=0.1,
       momentum=0.9,
-      nesterov=False,
       weight_decay=1e-4,
       schedule='piecewise',
       lr_boundaries=(32_000, 48_000),
       lr_decay_factor=0.1,
       warmup_steps=400 if warmup else 0,
       warmup_learning_rate=0.01,
-      plateau_factor=math.sqrt(0.1),
-      plateau_patience=5,
-      plateau_min_lr=0.5e-6,
-      plateau_min_delta=1e-4,
-      plateau_cooldown=0,
-      label_smoothing=0.0,
-      zero_init_residual=False,
-      steps_per_call=1,
-      log_grad_norms=False,
-      distributed=False,
-      synthetic_size=1024,
-      image_size=32,
-      num_classes=10,  # synthetic data only; real data sets bring their own
   )
 
 
@@ -119,4 +98,7 @@ def _keras_recipe() -> dict:
       lr_boundaries=tuple(e * steps_per_epoch for e in (81, 121, 161, 181)),
       lr_decay_factor=(0.1, 0.1, 0.1, 0.5),
       warmup_steps=0,
+      plateau_factor=math.sqrt(0.1),
+      plateau_patience=5,
+      plateau_min_lr=0.5e-6,
   )

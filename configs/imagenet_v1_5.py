@@ -18,6 +18,7 @@ the ImageNet validation set with single centre-crop (224 of 256) testing.
 import ml_collections
 
 from configs import imagenet
+from resnet_jax.config import new_config
 
 EPOCHS = 90
 WARMUP_EPOCHS = 5
@@ -27,7 +28,7 @@ def get_config(model: str = 'resnet50_v1_5') -> ml_collections.ConfigDict:
   """The v1.5 recipe for `model` (see the module docstring)."""
   batch_size = ml_collections.FieldReference(1024)
   steps_per_epoch = imagenet.TRAIN_EXAMPLES // batch_size
-  return ml_collections.ConfigDict({
+  return new_config('streaming', **{
       **imagenet.get_config('resnet50').to_dict(),
       'model': model,
       'augmentation': 'inception',

@@ -23,6 +23,7 @@ from absl import app, flags, logging
 from ml_collections import config_flags
 
 from resnet_jax import parallel
+from resnet_jax.errors import ConfigError, Preempted, TrainingDiverged
 from resnet_jax.train import loop
 
 _CONFIG = config_flags.DEFINE_config_file(
@@ -43,11 +44,11 @@ def main(argv: list[str]) -> None:
   parallel.initialize_distributed(config.distributed)
   try:
     summary = loop.train_and_evaluate(config, _WORKDIR.value)
-  except loop.ConfigError as error:
+  except ConfigError as error:
     _exit(f'error: {error}', BAD_INPUT_STATUS)
-  except loop.TrainingDiverged as error:
+  except TrainingDiverged as error:
     _exit(f'error: {error}', DIVERGED_STATUS)
-  except loop.Preempted as stop:
+  except Preempted as stop:
     _exit(str(stop), 128 + stop.signum)
   if jax.process_index() == 0:
     print(json.dumps(summary))

@@ -19,9 +19,10 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from resnet_jax.config import NORMALIZATIONS
+
 PAD = 4  # pixels of zero padding on each side (He 2015, sec. 4.2)
 MAX_PIXEL = 255.0
-NORMALIZATIONS = ('per_pixel_mean', 'per_channel')
 STATS_CHUNK = 4096  # images summed at a time by pixel_stats
 
 

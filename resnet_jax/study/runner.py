@@ -45,6 +45,9 @@ from ml_collections import config_flags
 
 from resnet_jax.study import figures, tables
 from resnet_jax.study.runs import is_finished, parse_model, read_config
+from resnet_jax import config as config_lib
+from resnet_jax.config import RESULT_FIELDS
+from resnet_jax.errors import RunsFailed
 from resnet_jax.files import atomic_write_text
 from resnet_jax.provenance import device_info, git_commit, versions
 from resnet_jax.stop import STOP_SIGNALS
@@ -85,10 +88,6 @@ PRESETS = {
                     evaluations=10, log_rows=25),
 }
 RUNNER_FIELDS = ('model', 'seed')  # set per run from --models and --seeds
-# Config fields that make a run's numbers: a run folder holding other values is another study.
-RESULT_FIELDS = ('model', 'seed', 'dataset', 'val_split', 'batch_size', 'num_train_steps',
-                 'learning_rate', 'lr_boundaries', 'warmup_steps', 'weight_decay',
-                 'train_subset', 'test_subset')
 POLL_SECONDS = 0.5
 STOP_GRACE_SECONDS = 60
 
@@ -220,6 +219,7 @@ def resolve_config(model: str, flags: Sequence[str]) -> ml_collections.ConfigDic
     values(argv)
   except absl_flags.Error as error:
     raise ValueError(f"{' '.join(str(error).split())}; fix the flag's value") from None
+  config_lib.validate(values.config)
   return values.config
 
 
@@ -399,10 +399,6 @@ def record_invocation(workdir: Path, argv: list[str], jobs: list[Job], device: d
 def draw_results(workdir: Path) -> list[Path]:
   """Draws the figures and writes the table of the runs found in `workdir`."""
   return [*figures.draw_figures(workdir), *tables.write_tables(workdir)]
-
-
-class RunsFailed(RuntimeError):
-  """Some runs of the study ended without their 'end' event."""
 
 
 def run_study(argv: list[str]) -> list[Path]:

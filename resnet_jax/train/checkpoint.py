@@ -31,17 +31,14 @@ import orbax.checkpoint as ocp
 from absl import logging
 from jax.experimental import multihost_utils
 
+from resnet_jax.config import IDENTITY_FIELDS
+from resnet_jax.errors import NonFiniteStateError
 from resnet_jax.files import atomic_write_text, one_line
 from resnet_jax.train.state import TrainState
 
 CHECKPOINT_DIR = 'checkpoints'
 DAMAGED_DIR = 'damaged_checkpoints'
 CONFIG_FILE = 'config.json'
-RUN_IDENTITY = ('model', 'dataset', 'val_split', 'seed')
-
-
-class NonFiniteStateError(ValueError):
-  """The state to save holds NaN or Inf (the run diverged); nothing was written."""
 
 
 def check_workdir(config, workdir: str) -> None:
@@ -56,7 +53,7 @@ def check_workdir(config, workdir: str) -> None:
   except (OSError, ValueError) as error:
     raise ValueError(f'workdir {workdir} has an unreadable {CONFIG_FILE} ({one_line(error)}); '
                      'choose a new --workdir or delete that one') from None
-  differ = [k for k in RUN_IDENTITY if saved.get(k) != config.get(k)]
+  differ = [k for k in IDENTITY_FIELDS if saved.get(k) != config.get(k)]
   if differ:
     theirs = ', '.join(f'{k}={saved.get(k)!r}' for k in differ)
     ours = ', '.join(f'{k}={config.get(k)!r}' for k in differ)
@@ -212,8 +209,10 @@ class Checkpointer:
     except Exception as error:  # as above
       raise _Damaged(_reason(error)) from None
     state, meta = restored['state'], dict(restored['meta'])
-    saved_checksum = meta.pop('checksum', None)  # absent in checkpoints of earlier versions
-    if saved_checksum is not None and checksum(host_arrays(state)) != saved_checksum:
+    saved_checksum = meta.pop('checksum', None)
+    if saved_checksum is None:
+      raise _Damaged('its meta holds no checksum')
+    if checksum(host_arrays(state)) != saved_checksum:
       raise _Damaged('its arrays do not match the checksum saved with them')
     return state, meta
 

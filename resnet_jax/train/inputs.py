@@ -1,13 +1,11 @@
-"""The data objects the loop trains on: in-memory (CIFAR-sized) and streamed (ImageNet-sized).
-
-Both serve the loop's seam (see loop.py): num_classes, image_shape, eval_splits, prepare,
-arrays(split), train_batch(step), eval_batches(split).
-"""
+"""The data objects the loop trains on: in-memory (CIFAR-sized) and streamed (ImageNet-sized),
+both of the loop's seam, Data."""
 
 from __future__ import annotations
 
 import functools
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
+from typing import Any, Protocol, runtime_checkable
 
 import jax
 import numpy as np
@@ -17,12 +15,29 @@ from resnet_jax import parallel
 from resnet_jax.data import order, sources
 from resnet_jax.data.augment import pixel_stats
 from resnet_jax.data.names import STREAMING_DATASETS
+from resnet_jax.errors import ConfigError
 from resnet_jax.train import steps
 
 
+@runtime_checkable
+class Data(Protocol):
+  """What the loop asks of a data set, the seam for new sources. Batches are pytrees of global
+  arrays sharded with parallel.batch_sharding."""
 
-class ConfigError(ValueError):
-  """Bad input found before any work; the CLI prints it as one line and exits with status 2."""
+  num_classes: int
+  image_shape: tuple[int, int, int]  # (H, W, C)
+  eval_splits: tuple[str, ...]  # ('val', 'test') or ('test',)
+  prepare: steps.Prepare  # used inside the jitted steps (static)
+
+  def arrays(self, split: str) -> Any:
+    """The pytree of device arrays passed to every step of that split ({} if none)."""
+
+  def train_batch(self, step: int) -> Any:
+    """The global batch of steps step .. step + K - 1 (K = steps_per_call): leaves [B, ...] for
+    K = 1, [K, B, ...] otherwise; called for consecutive steps from the restored step on."""
+
+  def eval_batches(self, split: str) -> Iterable[Any]:
+    """Global batches covering the split once, each with a bool 'mask' [B] of real examples."""
 
 
 class InMemoryData:
@@ -133,7 +148,7 @@ def _pixel_stats(train: sources.Split, mode: str) -> tuple[np.ndarray, np.ndarra
   return global_mean.astype(np.float32), global_std.astype(np.float32)
 
 
-def load_data(config, mesh: Mesh) -> InMemoryData | StreamedData:
+def load_data(config, mesh: Mesh) -> Data:
   """The data object for config.dataset; data errors become ConfigError (nothing written yet).
 
   With several processes each loads its own rows of in-memory data, and all of them
@@ -153,7 +168,7 @@ def load_data(config, mesh: Mesh) -> InMemoryData | StreamedData:
   return data
 
 
-def _load_data(config, mesh: Mesh) -> InMemoryData | StreamedData:
+def _load_data(config, mesh: Mesh) -> Data:
   if config.dataset in STREAMING_DATASETS:
     from resnet_jax.data import streaming  # pylint: disable=import-outside-toplevel
     return StreamedData(streaming.load_streaming(config), config, mesh)

@@ -8,7 +8,7 @@ it is.
 Reliability:
 - A checkpoint saved inside a log interval carries that interval's partial
   sums, so a resumed run logs exactly what an uninterrupted one logs.
-- SIGTERM and SIGINT (Ctrl-C) only set a flag; between compiled calls the loop
+- A stop signal (SIGTERM, SIGINT = Ctrl-C, SIGHUP) only sets a flag; between compiled calls the loop
   saves a checkpoint, waits for it and raises Preempted. With several
   processes the flag is agreed on at log steps.
 - A NaN or Inf loss (train: its interval sum, read at each log step and
@@ -16,92 +16,46 @@ Reliability:
   TrainingDiverged naming the step and the last good checkpoint, which stays
   as it is. No per-step host sync is added.
 
-The loop talks to its data through one object (the seam for new sources):
-  num_classes: int, image_shape: (H, W, C), eval_splits: ('val', 'test') or ('test',)
-  prepare: steps.Prepare, used inside the jitted steps (static)
-  arrays(split) -> pytree of device arrays passed to every step of that split ({} if none)
-  train_batch(step) -> the global batch of steps step .. step + K - 1 (K = steps_per_call),
-      leaves [B, ...] for K = 1 and [K, B, ...] otherwise, sharded with
-      parallel.batch_sharding; called for consecutive steps from the restored step on
-  eval_batches(split) -> iterable of global batches, each with a bool 'mask' [B]
+The loop talks to its data through one object, inputs.Data (the seam for new sources):
 inputs.InMemoryData serves CIFAR-sized data, inputs.StreamedData a tf.data pipeline.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import os
 import signal
 import threading
 import time
+from collections.abc import Callable
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 from jax.sharding import Mesh
 
+from resnet_jax import config as config_lib
 from resnet_jax import models, parallel
-from resnet_jax.data.augment import NORMALIZATIONS
-from resnet_jax.data.names import DATASETS
+from resnet_jax.errors import ConfigError, NonFiniteStateError, Preempted, TrainingDiverged
 from resnet_jax.stop import STOP_SIGNALS
 from resnet_jax.train import checkpoint, metrics, optim, steps
-from resnet_jax.train.inputs import ConfigError, load_data
+from resnet_jax.train.inputs import Data, load_data
 from resnet_jax.train import state as state_lib
 
-POSITIVE_FIELDS = ('batch_size', 'eval_batch_size', 'num_train_steps', 'eval_every_steps',
-                   'checkpoint_every_steps', 'log_every_steps', 'keep_checkpoints',
-                   'steps_per_call', 'learning_rate')
-NON_NEGATIVE_FIELDS = ('val_split', 'warmup_steps', 'warmup_learning_rate', 'weight_decay',
-                       'momentum', 'label_smoothing', 'seed')
-INTERVAL_FIELDS = ('num_train_steps', 'log_every_steps', 'eval_every_steps',
-                   'checkpoint_every_steps')
-
-
-class TrainingDiverged(RuntimeError):
-  """A NaN or Inf loss or state; the last good checkpoint is left as it is."""
-
-
-class Preempted(RuntimeError):
-  """A stop signal (STOP_SIGNALS) stopped the run after saving a checkpoint; `signum` is it."""
-
-  def __init__(self, message: str, signum: int):
-    super().__init__(message)
-    self.signum = signum
 
 
 def validate_config(config, workdir: str) -> None:
   """Every check that needs no data: one ConfigError naming the problem and the fix."""
   try:
-    _check_fields(config)
+    config_lib.validate(config)
+    parallel.check_divisible('batch_size', config.batch_size)
+    parallel.check_divisible('eval_batch_size', config.eval_batch_size)
     models.get_model(config.model)
     optim.create_optimizer(config)
     checkpoint.check_workdir(config, workdir)
   except ValueError as error:
     raise ConfigError(str(error)) from None
-
-
-def _check_fields(config) -> None:
-  for name in POSITIVE_FIELDS:
-    if not config[name] > 0:
-      raise ValueError(f'{name}={config[name]} must be > 0')
-  for name in NON_NEGATIVE_FIELDS:
-    if not config[name] >= 0:
-      raise ValueError(f'{name}={config[name]} must be >= 0')
-  if config.dataset not in DATASETS:
-    raise ValueError(f'dataset={config.dataset!r} is unknown; choose one of {DATASETS}')
-  if config.normalization not in NORMALIZATIONS:
-    raise ValueError(f'normalization={config.normalization!r} is unknown; choose one of '
-                     f'{NORMALIZATIONS}')
-  parallel.check_divisible('batch_size', config.batch_size)
-  parallel.check_divisible('eval_batch_size', config.eval_batch_size)
-  for name in INTERVAL_FIELDS:
-    if config[name] % config.steps_per_call:
-      raise ValueError(f'{name}={config[name]} is not a multiple of steps_per_call='
-                       f'{config.steps_per_call}; change either')
-  boundaries = list(config.lr_boundaries) if config.schedule in ('piecewise', 'plateau') else []
-  if boundaries != sorted(set(boundaries)) or (boundaries and boundaries[0] <= config.warmup_steps):
-    raise ValueError(f'lr_boundaries={tuple(boundaries)} must increase strictly and start after '
-                     f'warmup_steps={config.warmup_steps}')
 
 
 def evaluate(eval_step, state: state_lib.TrainState, data) -> dict[str, float]:
@@ -195,6 +149,37 @@ class _StopSignals:
     return int(parallel.process_allgather(np.int32(self.signum)).max())
 
 
+@dataclasses.dataclass(frozen=True)
+class Setup:
+  """What a config trains: its data, optimizer, initial state and compiled steps."""
+
+  data: Data
+  optimizer: optim.Optimizer
+  state: state_lib.TrainState
+  train_step: Callable
+  eval_step: Callable
+
+
+def build(config, mesh: Mesh) -> Setup:
+  """The Setup of `config` on `mesh`, as train_and_evaluate trains it (and the benchmarks time
+  it): the model in config's precision, the optimizer and schedule, the jitted steps with the
+  data arrays' shardings."""
+  data = load_data(config, mesh)
+  dtype = jnp.bfloat16 if config.half_precision else jnp.float32
+  model = models.get_model(config.model, data.num_classes, dtype=dtype,
+                           zero_init_residual=config.zero_init_residual)
+  optimizer = optim.create_optimizer(config)
+  state = state_lib.create_train_state(model, optimizer.tx, data.image_shape, config.seed, mesh)
+  train_step = steps.compile_train_step(
+      mesh, prepare=data.prepare, learning_rate=optimizer.learning_rate, seed=config.seed,
+      label_smoothing=config.label_smoothing, log_grad_norms=config.log_grad_norms,
+      steps_per_call=config.steps_per_call, arrays_sharding=_sharding_of(data.arrays('train')))
+  eval_step = steps.compile_eval_step(
+      mesh, prepare=data.prepare, top5=data.num_classes >= 100,
+      arrays_sharding=_sharding_of(data.arrays(data.eval_splits[0])))
+  return Setup(data, optimizer, state, train_step, eval_step)
+
+
 def train_and_evaluate(config, workdir: str) -> dict:
   """Trains config.model on config.dataset in workdir; returns the latest value of every metric.
 
@@ -204,27 +189,22 @@ def train_and_evaluate(config, workdir: str) -> dict:
   """
   validate_config(config, workdir)
   mesh = parallel.make_mesh()
-  data = load_data(config, mesh)
-  dtype = jnp.bfloat16 if config.half_precision else jnp.float32
-  model = models.get_model(config.model, data.num_classes, dtype=dtype,
-                           zero_init_residual=config.zero_init_residual)
-  optimizer = optim.create_optimizer(config)
-  state = state_lib.create_train_state(model, optimizer.tx, data.image_shape, config.seed, mesh)
+  setup = build(config, mesh)
   lead = jax.process_index() == 0
-  with checkpoint.Checkpointer(workdir, config.keep_checkpoints, _best_metric(data)) as ckpt:
+  with checkpoint.Checkpointer(workdir, config.keep_checkpoints,
+                               _best_metric(setup.data)) as ckpt:
     try:
-      restored = ckpt.restore(state)
+      restored = ckpt.restore(setup.state)
     except ValueError as error:
       raise ConfigError(str(error)) from None
     if lead:
       os.makedirs(workdir, exist_ok=True)
       checkpoint.write_config(config, workdir)
     with metrics.MetricsWriter(workdir, enabled=lead) as writer:
-      state, wall_time, rows, interval = _start_or_resume(config, state, restored, writer)
+      state, wall_time, rows, interval = _start_or_resume(config, setup.state, restored, writer)
       if _finished(rows, int(state.step), config.num_train_steps):
         return _summary(rows)
-      trainer = _Trainer(config, data, mesh, optimizer, ckpt, writer, _Clock(wall_time),
-                         _summary(rows))
+      trainer = _Trainer(config, setup, mesh, ckpt, writer, _Clock(wall_time), _summary(rows))
       with _StopSignals() as stop:
         return trainer.run(state, _interval_from_json(interval, mesh), stop)
 
@@ -278,19 +258,12 @@ def _sharding_of(arrays):
 class _Trainer:
   """Steps to num_train_steps; logs, evaluates and checkpoints on their intervals and at the end."""
 
-  def __init__(self, config, data, mesh: Mesh, optimizer: optim.Optimizer,
-               ckpt: checkpoint.Checkpointer, writer: metrics.MetricsWriter, clock: _Clock,
-               latest: dict):
-    self.config, self.data, self.ckpt, self.writer = config, data, ckpt, writer
-    self.clock, self.latest, self.optimizer = clock, latest, optimizer
-    self.train_step = steps.compile_train_step(
-        mesh, prepare=data.prepare, learning_rate=optimizer.learning_rate, seed=config.seed,
-        label_smoothing=config.label_smoothing, log_grad_norms=config.log_grad_norms,
-        steps_per_call=config.steps_per_call, arrays_sharding=_sharding_of(data.arrays('train')))
-    self.eval_step = steps.compile_eval_step(
-        mesh, prepare=data.prepare, top5=data.num_classes >= 100,
-        arrays_sharding=_sharding_of(data.arrays(data.eval_splits[0])))
-    self.observe = jax.jit(optimizer.observe, out_shardings=parallel.replicated(mesh))
+  def __init__(self, config, setup: Setup, mesh: Mesh, ckpt: checkpoint.Checkpointer,
+               writer: metrics.MetricsWriter, clock: _Clock, latest: dict):
+    self.config, self.data, self.ckpt, self.writer = config, setup.data, ckpt, writer
+    self.clock, self.latest, self.optimizer = clock, latest, setup.optimizer
+    self.train_step, self.eval_step = setup.train_step, setup.eval_step
+    self.observe = jax.jit(setup.optimizer.observe, out_shardings=parallel.replicated(mesh))
     self.saved_step = None
 
   def record(self, step: int, row: dict) -> None:
@@ -318,7 +291,7 @@ class _Trainer:
     best = _best_metric(self.data)
     try:
       self.ckpt.save(step, state, meta, {best: evaluated[best]} if evaluated else None)
-    except checkpoint.NonFiniteStateError as error:
+    except NonFiniteStateError as error:
       raise self.diverged(step, str(error)) from None
     self.saved_step = step
 

@@ -56,6 +56,18 @@ def test_restore_returns_the_saved_state_with_plateau_state(tmp_path):
   assert float(optimizer.learning_rate(restored.opt_state, restored.step)) == pytest.approx(5e-4)
 
 
+def test_a_checkpoint_without_its_checksum_is_damaged(tmp_path):
+  optimizer = optim.create_optimizer(plateau_config())
+  with checkpoint.Checkpointer(str(tmp_path), keep=2, best_metric='test_error') as saver:
+    saver.save(1, new_state(optimizer), {'wall_time': 1.0})
+  meta_file = tmp_path / checkpoint.CHECKPOINT_DIR / '1' / 'meta' / 'metadata'
+  meta = json.loads(meta_file.read_text())
+  meta_file.write_text(json.dumps({k: v for k, v in meta.items() if k != 'checksum'}))
+  with checkpoint.Checkpointer(str(tmp_path), keep=2, best_metric='test_error') as restorer:
+    with pytest.raises(ValueError, match=r'step 1: its meta holds no checksum'):
+      restorer.restore(new_state(optimizer))
+
+
 def test_keeps_the_latest_checkpoints_and_the_best(tmp_path):
   optimizer = optim.create_optimizer(plateau_config())
   state = new_state(optimizer)

@@ -1,31 +1,93 @@
-"""configs/cifar10.py: the fields of docs/ARCHITECTURE.md, the recipes and CLI overrides."""
+"""resnet_jax/config.py (every field once, validate) and configs/cifar10.py (the recipes, CLI
+overrides)."""
 
 import os
+import re
 
 import pytest
 from absl import flags
 from ml_collections import config_flags
 
-from configs import cifar10
+from configs import cifar10, degradation, imagenet, imagenet_v1_5
+from resnet_jax import config as config_lib
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-# The config fields listed in docs/ARCHITECTURE.md ("plateau_* fields" aside), plus
-# tfds_manual_dir and num_classes (read by resnet_jax/data/sources.py).
-ARCHITECTURE_FIELDS = {
-    'model', 'dataset', 'data_dir', 'val_split', 'train_subset', 'test_subset', 'normalization',
-    'augment', 'batch_size', 'eval_batch_size', 'num_train_steps', 'eval_every_steps',
-    'checkpoint_every_steps', 'log_every_steps', 'keep_checkpoints', 'seed', 'half_precision',
-    'optimizer', 'learning_rate', 'momentum', 'nesterov', 'weight_decay', 'schedule',
-    'lr_boundaries', 'lr_decay_factor', 'warmup_steps', 'warmup_learning_rate', 'label_smoothing',
-    'zero_init_residual', 'steps_per_call', 'log_grad_norms', 'distributed', 'synthetic_size',
-    'image_size', 'tfds_manual_dir', 'num_classes'}
+DOCUMENTS = ('README.md', 'docs/ARCHITECTURE.md', 'configs/cifar10.py', 'configs/imagenet.py',
+             'configs/imagenet_v1_5.py', 'configs/degradation.py')
+NOT_FIELDS = {'json', 'py', 'validate', 'FIELD'}  # config.json, config.py, config.validate
 
 
-def test_fields_are_those_of_the_architecture_document():
-  fields = set(cifar10.get_config())
-  assert ARCHITECTURE_FIELDS <= fields
-  assert all(name.startswith('plateau_') for name in fields - ARCHITECTURE_FIELDS)
-  assert set(cifar10.get_config('resnet20,keras')) == fields
+@pytest.mark.parametrize('get_config, pipeline', [
+    (cifar10.get_config, 'in_memory'), (lambda: cifar10.get_config('resnet20,keras'), 'in_memory'),
+    (lambda: degradation.get_config('plain56'), 'in_memory'),
+    (imagenet.get_config, 'streaming'), (imagenet_v1_5.get_config, 'streaming'),
+])
+def test_each_config_file_has_exactly_the_fields_of_its_pipeline(get_config, pipeline):
+  config = get_config()
+  assert set(config) == set(config_lib.fields_of(pipeline))
+  config_lib.validate(config)
+
+
+def test_every_field_has_a_section_and_a_meaning():
+  sections = {'model', 'data', 'optim', 'loop', *config_lib.PIPELINES}
+  for name, field in config_lib.FIELDS.items():
+    assert field.section in sections and field.doc, name
+
+
+def test_identity_and_result_fields_derive_from_the_schema():
+  assert config_lib.IDENTITY_FIELDS == ('model', 'dataset', 'val_split', 'seed')
+  assert set(config_lib.IDENTITY_FIELDS) < set(config_lib.RESULT_FIELDS)
+  assert {'batch_size', 'num_train_steps', 'learning_rate', 'lr_boundaries', 'warmup_steps',
+          'weight_decay', 'train_subset', 'test_subset'} <= set(config_lib.RESULT_FIELDS)
+  assert 'log_every_steps' not in config_lib.RESULT_FIELDS  # logging does not change the numbers
+
+
+def test_documents_name_only_real_fields():
+  """Every config.FIELD and --config.FIELD in the README, docs and config docstrings exists."""
+  named = set()
+  for document in DOCUMENTS:
+    with open(os.path.join(ROOT, document)) as f:
+      named |= set(re.findall(r'\bconfig\.([A-Za-z_]+)', f.read()))
+  assert named - NOT_FIELDS, 'the documents name no field: the pattern is broken'
+  assert sorted(named - NOT_FIELDS - set(config_lib.FIELDS)) == []
+
+
+def test_new_config_refuses_unknown_and_missing_fields():
+  with pytest.raises(ValueError, match=r"fields \['scale_range'\] are not fields of a in_memory"):
+    config_lib.new_config('in_memory', **cifar10._paper_recipe('resnet20'), scale_range=(1, 2))
+  with pytest.raises(ValueError, match=r"the config file must choose \['model'"):
+    config_lib.new_config('in_memory')
+
+
+def _config(**overrides):
+  config = cifar10.get_config('resnet8')
+  config.update(overrides)
+  return config
+
+
+@pytest.mark.parametrize('overrides, message', [
+    (dict(batch_size=0), r'^batch_size=0 must be > 0$'),
+    (dict(steps_per_call=0), r'^steps_per_call=0 must be > 0$'),
+    (dict(weight_decay=-1.0), r'^weight_decay=-1.0 must be >= 0$'),
+    (dict(train_subset=-5), r'^train_subset=-5 must be >= 0$'),
+    (dict(steps_per_call=3), r'^num_train_steps=64000 is not a multiple of steps_per_call=3'),
+    (dict(dataset='mnist'), r"^dataset='mnist' is unknown; choose one of"),
+    (dict(dataset='imagenet2012'), r"^dataset='imagenet2012' needs the streaming fields "
+                                   r"\['augmentation'.*; start from configs/imagenet.py$"),
+    (dict(normalization='zca'), r"^normalization='zca' is unknown"),
+    (dict(lr_boundaries=(300, 200)), r'^lr_boundaries=\(300, 200\) must increase strictly'),
+    (dict(warmup_steps=400, lr_boundaries=(300,)), r'start after warmup_steps=400$'),
+])
+def test_validate_names_the_field_and_the_fix(overrides, message):
+  with pytest.raises(ValueError, match=message):
+    config_lib.validate(_config(**overrides))
+
+
+def test_validate_refuses_a_field_the_schema_lacks():
+  config = _config()
+  config.batch_sise = 32
+  with pytest.raises(ValueError, match=r"unknown config fields \['batch_sise'\]"):
+    config_lib.validate(config)
 
 
 def test_default_is_the_paper_recipe():

@@ -6,7 +6,10 @@ import sys
 
 import pytest
 
+from resnet_jax import parallel
 from resnet_jax.data import names
+from resnet_jax.train import inputs
+from tests.tiny import tiny_config
 
 
 def test_every_dataset_has_exactly_one_pipeline():
@@ -23,3 +26,23 @@ def test_only_streaming_loads_tensorflow(module, loads_tensorflow):
           'print(any(m.split(".")[0] == "tensorflow" for m in sys.modules))')
   result = subprocess.run([sys.executable, '-c', code], capture_output=True, text=True, check=True)
   assert result.stdout.strip() == str(loads_tensorflow)
+
+
+def test_in_memory_data_is_the_loops_seam():
+  data = inputs.load_data(tiny_config(), parallel.make_mesh())
+  assert isinstance(data, inputs.Data)
+  assert (data.num_classes, data.image_shape, data.eval_splits) == (10, (8, 8, 3), ('test',))
+
+
+def test_an_object_without_train_batch_is_not_the_seam():
+  """Control: the Protocol check fails for a data object missing one member."""
+  class Partial:
+    num_classes, image_shape, eval_splits, prepare = 10, (8, 8, 3), ('test',), None
+
+    def arrays(self, split):
+      return {}
+
+    def eval_batches(self, split):
+      return []
+
+  assert not isinstance(Partial(), inputs.Data)

@@ -1,0 +1,159 @@
+"""Every config field once: its section, meaning, default and checks.
+
+configs/*.py choose values with new_config(pipeline, **values). main (through the loop), the study
+runner and the tests check a config with validate(config). The fields that name a run
+(IDENTITY_FIELDS, checked against a workdir's config.json) and those that change its numbers
+(RESULT_FIELDS, checked against a study folder's runs) come from here. Sections: model, data
+(every pipeline), in_memory (sources.py) or streaming (streaming.py), optim, loop. Checks that
+need devices, the model registry or the optimizer live in resnet_jax.train.loop.validate_config.
+Free of jax, so the runner checks configs without loading it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+import ml_collections
+
+from resnet_jax.data.names import DATASETS, STREAMING_DATASETS
+
+REQUIRED = object()  # a value every config file must choose
+PIPELINES = ('in_memory', 'streaming')
+NORMALIZATIONS = ('per_pixel_mean', 'per_channel')
+
+
+@dataclasses.dataclass(frozen=True)
+class Field:
+  section: str
+  doc: str
+  default: Any = REQUIRED
+  check: str = ''  # 'positive', 'non_negative' or 'interval' (positive, a multiple of steps_per_call)
+  identity: bool = False  # names the run: a workdir holds one value (train.checkpoint)
+  result: bool = False  # changes the run's numbers: a study folder holds one value (study.runner)
+
+
+FIELDS = {
+    # model
+    'model': Field('model', 'network name (resnet_jax.models.get_model)', identity=True),
+    'half_precision': Field('model', 'bfloat16 activations (float32 parameters)', False),
+    'zero_init_residual': Field('model', "zero scale of each residual branch's last BN", False),
+    # data, every pipeline
+    'dataset': Field('data', f'one of {DATASETS}', identity=True),
+    'data_dir': Field('data', 'folder of the data (tfds data_dir, or the image folder)', ''),
+    'tfds_manual_dir': Field('data', 'folder with the official archive, for tfds offline', ''),
+    'val_split': Field('data', 'train examples held out for validation (0: none)', 0,
+                       'non_negative', identity=True),
+    'normalization': Field('data', f'one of {NORMALIZATIONS}', 'per_pixel_mean'),
+    'augment': Field('data', 'train-time augmentation', True),
+    'image_size': Field('data', "image side: synthetic data's, the streamed crop's", 32),
+    'batch_size': Field('data', 'global train batch', check='positive', result=True),
+    'eval_batch_size': Field('data', 'global eval batch (padded and masked)', check='positive'),
+    # data, in memory (CIFAR-sized, resnet_jax.data.sources)
+    'train_subset': Field('in_memory', '0 = all; N = a fixed random N of the train split', 0,
+                          'non_negative', result=True),
+    'test_subset': Field('in_memory', '0 = all; N = a fixed random N of the test split', 0,
+                         'non_negative', result=True),
+    'synthetic_size': Field('in_memory', "examples of dataset='synthetic'", 1024, 'positive'),
+    'num_classes': Field('in_memory', "classes of dataset='synthetic' (real data bring theirs)",
+                         10, 'positive'),
+    # data, streamed (ImageNet-sized, resnet_jax.data.streaming)
+    'augmentation': Field('streaming', "'paper' (He 2015 sec. 3.4) or 'inception'", 'paper'),
+    'scale_range': Field('streaming', "shorter side range of 'paper' scale augmentation",
+                         (256, 480)),
+    'eval_resize_size': Field('streaming', 'shorter side before the centre crop', 256, 'positive'),
+    'pca_lighting_std': Field('streaming', 'AlexNet colour augmentation std (0: off)', 0.1,
+                              'non_negative'),
+    'shuffle_buffer_size': Field('streaming', 'tf.data shuffle buffer', 16_384, 'positive'),
+    # optim
+    'optimizer': Field('optim', "'sgd' or 'adam'"),
+    'learning_rate': Field('optim', 'peak learning rate', check='positive', result=True),
+    'momentum': Field('optim', 'SGD momentum', 0.9, 'non_negative'),
+    'nesterov': Field('optim', 'Nesterov momentum', False),
+    'weight_decay': Field('optim', 'L2 gradient term on every parameter', check='non_negative',
+                          result=True),
+    'schedule': Field('optim', "'piecewise', 'cosine' or 'plateau'"),
+    'lr_boundaries': Field('optim', 'steps of the piecewise drops', (), result=True),
+    'lr_decay_factor': Field('optim', 'factor at each boundary (or one per boundary)', 0.1),
+    'warmup_steps': Field('optim', 'steps at warmup_learning_rate first', 0, 'non_negative',
+                          result=True),
+    'warmup_learning_rate': Field('optim', 'learning rate of the warm-up', 0.0, 'non_negative'),
+    'plateau_factor': Field('optim', "'plateau': factor on a plateau of the eval loss", 0.1),
+    'plateau_patience': Field('optim', "'plateau': evaluations without improvement", 5),
+    'plateau_min_lr': Field('optim', "'plateau': lowest learning rate", 0.0),
+    'plateau_min_delta': Field('optim', "'plateau': least improvement that counts", 1e-4),
+    'plateau_cooldown': Field('optim', "'plateau': evaluations to wait after a drop", 0),
+    'label_smoothing': Field('optim', 'label smoothing of the cross-entropy', 0.0, 'non_negative'),
+    # loop
+    'num_train_steps': Field('loop', 'train steps in all', check='interval', result=True),
+    'eval_every_steps': Field('loop', 'steps between evaluations', check='interval'),
+    'checkpoint_every_steps': Field('loop', 'steps between checkpoints', check='interval'),
+    'log_every_steps': Field('loop', 'steps between metrics rows', check='interval'),
+    'keep_checkpoints': Field('loop', 'checkpoints kept', 2, 'positive'),
+    'seed': Field('loop', 'initialisation, data order and augmentation', 0, 'non_negative',
+                  identity=True),
+    'steps_per_call': Field('loop', 'train steps fused in one compiled call', 1, 'positive'),
+    'log_grad_norms': Field('loop', 'per-layer gradient norms in the metrics', False),
+    'distributed': Field('loop', 'jax.distributed.initialize() first (several hosts)', False),
+}
+IDENTITY_FIELDS = tuple(name for name, field in FIELDS.items() if field.identity)
+RESULT_FIELDS = tuple(name for name, field in FIELDS.items() if field.identity or field.result)
+
+
+def fields_of(pipeline: str) -> tuple[str, ...]:
+  """The fields of a config for `pipeline`: every section but the other pipeline's."""
+  if pipeline not in PIPELINES:
+    raise ValueError(f'unknown pipeline {pipeline!r}: use one of {PIPELINES}')
+  return tuple(name for name, field in FIELDS.items()
+               if field.section not in PIPELINES or field.section == pipeline)
+
+
+def new_config(pipeline: str, **values) -> ml_collections.ConfigDict:
+  """A config of the fields of `pipeline`: the defaults, then `values`; a field without a default
+  or a value, or a value for a field not in the pipeline, is a ValueError."""
+  names = fields_of(pipeline)
+  unknown = sorted(set(values) - set(names))
+  if unknown:
+    raise ValueError(f'fields {unknown} are not fields of a {pipeline} config (resnet_jax.config)')
+  config = {name: values.get(name, FIELDS[name].default) for name in names}
+  missing = [name for name, value in config.items() if value is REQUIRED]
+  if missing:
+    raise ValueError(f'the config file must choose {missing}')
+  return ml_collections.ConfigDict(config)
+
+
+def pipeline_of(config) -> str:
+  return 'streaming' if config.dataset in STREAMING_DATASETS else 'in_memory'
+
+
+def validate(config) -> None:
+  """Every check of single fields and of their relations that needs neither data nor devices:
+  one-line ValueError naming the field and the fix."""
+  unknown = sorted(set(config) - set(FIELDS))
+  if unknown:
+    raise ValueError(f'unknown config fields {unknown}: see resnet_jax/config.py')
+  if config.get('dataset') not in DATASETS:
+    raise ValueError(f'dataset={config.get("dataset")!r} is unknown; choose one of {DATASETS}')
+  pipeline = pipeline_of(config)
+  missing = [name for name in fields_of(pipeline) if name not in config]
+  if missing:
+    start = 'configs/imagenet.py' if pipeline == 'streaming' else 'configs/cifar10.py'
+    raise ValueError(f'dataset={config.dataset!r} needs the {pipeline} fields {missing}; start '
+                     f'from {start}')
+  checks = {name: FIELDS[name].check for name in fields_of(pipeline)}
+  for name, check in checks.items():
+    if check in ('positive', 'interval') and not config[name] > 0:
+      raise ValueError(f'{name}={config[name]} must be > 0')
+    if check == 'non_negative' and not config[name] >= 0:
+      raise ValueError(f'{name}={config[name]} must be >= 0')
+  for name in (name for name, check in checks.items() if check == 'interval'):
+    if config[name] % config.steps_per_call:
+      raise ValueError(f'{name}={config[name]} is not a multiple of steps_per_call='
+                       f'{config.steps_per_call}; change either')
+  if config.normalization not in NORMALIZATIONS:
+    raise ValueError(f'normalization={config.normalization!r} is unknown; choose one of '
+                     f'{NORMALIZATIONS}')
+  boundaries = list(config.lr_boundaries) if config.schedule in ('piecewise', 'plateau') else []
+  if boundaries != sorted(set(boundaries)) or (boundaries and boundaries[0] <= config.warmup_steps):
+    raise ValueError(f'lr_boundaries={tuple(boundaries)} must increase strictly and start after '
+                     f'warmup_steps={config.warmup_steps}')

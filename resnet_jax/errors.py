@@ -1,0 +1,26 @@
+"""The errors a user of resnet_jax sees, each with its exit status in resnet_jax.main."""
+
+
+class ConfigError(ValueError):
+  """Bad input found before any work; the CLI prints it as one line and exits with status 2."""
+
+
+class TrainingDiverged(RuntimeError):
+  """A NaN or Inf loss or state; the last good checkpoint is left as it is (exit status 3)."""
+
+
+class Preempted(RuntimeError):
+  """A stop signal (resnet_jax.stop.STOP_SIGNALS) stopped the run after saving a checkpoint;
+  `signum` is the signal (exit status 128 + signum)."""
+
+  def __init__(self, message: str, signum: int):
+    super().__init__(message)
+    self.signum = signum
+
+
+class NonFiniteStateError(ValueError):
+  """The state to save holds NaN or Inf (the run diverged); nothing was written."""
+
+
+class RunsFailed(RuntimeError):
+  """Some runs of a study ended without their 'end' event."""
