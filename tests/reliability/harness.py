@@ -23,10 +23,6 @@ from resnet_jax.train import checkpoint, metrics
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 CRASHING_MAIN = os.path.join(os.path.dirname(os.path.abspath(__file__)), 'crashing_main.py')
 TIMEOUT = 300
-# resnet8 on 64 synthetic 8x8 images: a few milliseconds a step on a CPU.
-TINY = {'dataset': 'synthetic', 'synthetic_size': 64, 'image_size': 8, 'batch_size': 8,
-        'eval_batch_size': 16, 'log_every_steps': 4, 'eval_every_steps': 8,
-        'checkpoint_every_steps': 12, 'lr_boundaries': '(40,)'}
 TIMING_FIELDS = ('wall_time', 'images_per_sec')
 
 

@@ -14,9 +14,10 @@ from resnet_jax import models, parallel
 from resnet_jax.train import checkpoint, optim
 from resnet_jax.train.state import create_train_state
 from tests.reliability import harness
+from tests.tiny import TINY
 
 BAD_INPUT_STATUS = 2
-FIELDS = {k: v for k, v in harness.TINY.items() if k != 'dataset'}
+FIELDS = {k: v for k, v in TINY.items() if k != 'dataset'}
 
 
 def image_folder(root, sizes=None, skip_test_class=None):

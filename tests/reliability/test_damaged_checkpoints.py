@@ -9,9 +9,9 @@ import shutil
 import numpy as np
 import pytest
 
-from configs import cifar10
 from resnet_jax.train import checkpoint, loop
 from tests.reliability import harness
+from tests.tiny import tiny_config
 
 # When one read fails, orbax abandons its other reads; Python reports them as unraisable
 # exceptions whenever they are collected.
@@ -59,11 +59,7 @@ REASONS = {12: 'Encountered error while reading array', 10: 'do not match the ch
 
 def config():
   """Checkpoints every 2 steps, log rows every 4: step 2, the one restored, is inside an interval."""
-  config = cifar10.get_config('resnet8')
-  config.update(dataset='synthetic', synthetic_size=64, image_size=8, batch_size=8,
-                eval_batch_size=16, num_train_steps=12, log_every_steps=4, eval_every_steps=4,
-                checkpoint_every_steps=2, keep_checkpoints=6, lr_boundaries=(6,))
-  return config
+  return tiny_config(checkpoint_every_steps=2, keep_checkpoints=6)
 
 
 def test_damaged_checkpoints_are_set_aside_and_the_run_resumes_from_an_intact_one(

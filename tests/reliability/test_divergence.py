@@ -6,10 +6,11 @@ import os
 
 from resnet_jax.train import checkpoint
 from tests.reliability import harness
+from tests.tiny import TINY
 
 DIVERGED_STATUS = 3
 # Step 4 is trained at lr 0.1 and checkpointed; from there on lr 1e30 makes the loss NaN.
-FIELDS = {**harness.TINY, 'num_train_steps': 40, 'eval_every_steps': 4,
+FIELDS = {**TINY, 'num_train_steps': 40, 'eval_every_steps': 4,
           'checkpoint_every_steps': 4, 'schedule': 'constant', 'warmup_steps': 4,
           'warmup_learning_rate': 0.1, 'learning_rate': 1e30}
 

@@ -17,9 +17,10 @@ import time
 import pytest
 
 from tests.reliability import harness
+from tests.tiny import TINY
 
 STEPS = 6_000
-FIELDS = {**harness.TINY, 'synthetic_size': 1024, 'eval_batch_size': 256,
+FIELDS = {**TINY, 'synthetic_size': 1024, 'eval_batch_size': 256,
           'num_train_steps': STEPS, 'steps_per_call': 10, 'log_every_steps': 100,
           'eval_every_steps': 1000, 'checkpoint_every_steps': 1000, 'lr_boundaries': '(3000,)'}
 ALLOWED_GROWTH_MB = 32

@@ -11,15 +11,15 @@ import signal
 import numpy as np
 import pytest
 
-from configs import cifar10
 from resnet_jax.train import checkpoint, inputs, loop
 from tests.reliability import harness
+from tests.tiny import TINY, tiny_config
 
 # log rows every 6 steps, checkpoints every 12: a signal usually stops a run inside a
 # log interval, whose partial sums the stop checkpoint must carry.
-FIELDS = {**harness.TINY, 'num_train_steps': 84, 'log_every_steps': 6, 'eval_every_steps': 12,
+FIELDS = {**TINY, 'num_train_steps': 84, 'log_every_steps': 6, 'eval_every_steps': 12,
           'checkpoint_every_steps': 12, 'keep_checkpoints': 3, 'schedule': 'plateau',
-          'plateau_patience': 1, 'log_grad_norms': True}
+          'lr_boundaries': (40,), 'plateau_patience': 1, 'log_grad_norms': True}
 CHECKPOINT_EVERY = FIELDS['checkpoint_every_steps']
 
 
@@ -83,18 +83,9 @@ def test_killed_crashed_and_stopped_runs_end_as_an_uninterrupted_one(tmp_path, x
     np.testing.assert_array_equal(ours[path], theirs[path], err_msg=f'{path}; {history}')
 
 
-def tiny_config(**overrides):
-  config = cifar10.get_config('resnet8')
-  config.update(dataset='synthetic', synthetic_size=64, image_size=8, batch_size=8,
-                eval_batch_size=16, num_train_steps=12, log_every_steps=4, eval_every_steps=4,
-                checkpoint_every_steps=8, lr_boundaries=(6,))
-  config.update(overrides)
-  return config
-
-
 def test_sigterm_inside_a_log_interval_saves_its_partial_sums(tmp_path, monkeypatch):
   """In-process, so the stop step is exact: SIGTERM arrives while step 5 (of 4..8) runs."""
-  config = tiny_config()
+  config = tiny_config(checkpoint_every_steps=8)
   straight = loop.train_and_evaluate(config, str(tmp_path / 'straight'))
   real_train_batch = inputs.InMemoryData.train_batch
 

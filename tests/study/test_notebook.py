@@ -31,7 +31,10 @@ def test_notebook_runs_the_quick_preset_and_shows_the_figures(tmp_path, monkeypa
                  resources={'metadata': {'path': str(REPO / 'notebooks')}}).execute()
 
   streams = ''.join(out.text for out in _outputs(notebook, 'stream'))
-  assert 'cpu' in streams and 'quick' in streams  # the backend found and the preset chosen for it
+  invocation = json.loads((workdir / 'run_info.json').read_text())['invocations'][-1]
+  assert invocation['device']['backend'] == 'cpu' and invocation['preset'] == 'quick'
+  config = json.loads((workdir / 'plain8' / 'seed0' / 'config.json').read_text())
+  assert config['num_train_steps'] == 12  # the quick preset at RESNET_JAX_QUICK_STEPS
   assert 'plain8/seed0: start' in streams and 'plain8/seed0: done' in streams
   last = (workdir / 'plain8' / 'seed0' / 'metrics.jsonl').read_text().splitlines()[-1]
   assert json.loads(last)['event'] == 'end'

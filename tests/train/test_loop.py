@@ -4,17 +4,13 @@ import os
 
 import pytest
 
-from configs import cifar10
 from resnet_jax.train import checkpoint, inputs, loop, metrics
+from tests.tiny import tiny_config
 
 
-def tiny_config(**overrides):
-  config = cifar10.get_config('resnet8')
-  config.update(dataset='synthetic', synthetic_size=64, image_size=8, batch_size=8,
-                eval_batch_size=16, num_train_steps=12, log_every_steps=2, eval_every_steps=4,
-                checkpoint_every_steps=4, lr_boundaries=(6,), log_grad_norms=True)
-  config.update(overrides)
-  return config
+def logged_config(**overrides):
+  """The tiny run logged every 2 steps, with per-layer gradient norms."""
+  return tiny_config(**{'log_every_steps': 2, 'log_grad_norms': True, **overrides})
 
 
 def assert_one_line_error_and_nothing_written(config, workdir, match):
@@ -38,11 +34,11 @@ def assert_one_line_error_and_nothing_written(config, workdir, match):
 ])
 def test_bad_config_is_one_line_error_before_any_work(tmp_path, overrides, match):
   assert_one_line_error_and_nothing_written(
-      tiny_config(**overrides), str(tmp_path / 'run'), match)
+      logged_config(**overrides), str(tmp_path / 'run'), match)
 
 
 def test_missing_data_dir_or_class_folders(tmp_path):
-  config = tiny_config(dataset='image_folder', data_dir=str(tmp_path / 'nowhere'))
+  config = logged_config(dataset='image_folder', data_dir=str(tmp_path / 'nowhere'))
   assert_one_line_error_and_nothing_written(config, str(tmp_path / 'run'), 'is not a directory')
   (tmp_path / 'data' / 'train').mkdir(parents=True)
   (tmp_path / 'data' / 'test').mkdir()
@@ -53,8 +49,8 @@ def test_missing_data_dir_or_class_folders(tmp_path):
 def test_workdir_of_another_run_is_refused(tmp_path):
   workdir = tmp_path / 'run'
   workdir.mkdir()
-  checkpoint.write_config(tiny_config(model='resnet14'), str(workdir))
-  assert_one_line_error_and_nothing_written(tiny_config(), str(workdir), 'holds another run')
+  checkpoint.write_config(logged_config(model='resnet14'), str(workdir))
+  assert_one_line_error_and_nothing_written(logged_config(), str(workdir), 'holds another run')
 
 
 def files(root) -> list[str]:
@@ -68,7 +64,7 @@ def comparable(rows):
 
 
 def test_interrupted_run_resumes_and_equals_an_uninterrupted_one(tmp_path, monkeypatch):
-  config = tiny_config()
+  config = logged_config()
   straight = loop.train_and_evaluate(config, str(tmp_path / 'straight'))
   straight_rows = metrics.read_rows(str(tmp_path / 'straight' / metrics.METRICS_FILE))
 
