@@ -185,7 +185,7 @@ def load_weights(model: nn.Module, state_dict: dict) -> nn.Module:
 
 @dataclass(frozen=True)
 class PeerData:
-  """The peer of the in-memory arrays our steps read (resnet_jax.train.steps.prepare_in_memory).
+  """The peer of the in-memory arrays our steps read (resnet_jax.train.inputs.prepare_in_memory).
 
   images: uint8 [N, H, W, C] and labels: int64 [N] on the device; mean and std in 0..1 units,
   broadcastable to [H, W, C] (resnet_jax.data.augment.pixel_stats).

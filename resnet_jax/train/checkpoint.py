@@ -165,6 +165,18 @@ class Checkpointer:
   def latest_step(self) -> int | None:
     return self._manager.latest_step()
 
+  def steps(self) -> list[int]:
+    """The steps on disk, oldest first."""
+    return sorted(self._manager.all_steps())
+
+  def restore_step(self, step: int, template: TrainState) -> tuple[TrainState, dict]:
+    """Step `step`, laid out like `template`, and its meta; ValueError when it is damaged (it
+    is left where it is) or holds another model."""
+    try:
+      return self._restore_step(step, template)
+    except _Damaged as reason:
+      raise ValueError(f'checkpoint {self._root}/{step} is damaged ({reason})') from None
+
   def restore(self, template: TrainState) -> tuple[TrainState, dict] | None:
     """The newest intact checkpoint, laid out like `template`, and its saved meta; None if none.
 

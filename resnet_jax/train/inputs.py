@@ -8,12 +8,13 @@ from collections.abc import Iterable, Iterator
 from typing import Any, Protocol, runtime_checkable
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 from jax.sharding import Mesh
 
 from resnet_jax import parallel
 from resnet_jax.data import order, sources
-from resnet_jax.data.augment import pixel_stats
+from resnet_jax.data.augment import augment, normalize, pixel_stats
 from resnet_jax.data.names import STREAMING_DATASETS
 from resnet_jax.errors import ConfigError
 from resnet_jax.train import steps
@@ -25,6 +26,7 @@ class Data(Protocol):
   arrays sharded with parallel.batch_sharding."""
 
   num_classes: int
+  class_names: tuple[str, ...]  # label order
   image_shape: tuple[int, int, int]  # (H, W, C)
   eval_splits: tuple[str, ...]  # ('val', 'test') or ('test',)
   prepare: steps.Prepare  # used inside the jitted steps (static)
@@ -38,6 +40,24 @@ class Data(Protocol):
 
   def eval_batches(self, split: str) -> Iterable[Any]:
     """Global batches covering the split once, each with a bool 'mask' [B] of real examples."""
+
+
+def prepare_in_memory(arrays, batch, rng, train: bool, *, augment_images: bool = True):
+  """InMemoryData's batches: `arrays` holds the split's uint8 images and labels and the
+  normalisation statistics; batch['index'] (int32 [B]) is gathered, augmented (train:
+  pad-crop-flip, He 2015 sec. 4.2) and normalised inside the jit."""
+  images = arrays['images'][batch['index']]
+  labels = arrays['labels'][batch['index']]
+  if train and augment_images:
+    images = augment(rng, images)
+  images = normalize(images.astype(jnp.float32), arrays['mean'], arrays['std'])
+  return images, labels
+
+
+def prepare_streamed(arrays, batch, rng, train: bool):
+  """Streamed batches arrive augmented and normalised: {'image', 'label'[, 'mask']}."""
+  del arrays, rng, train
+  return batch['image'], batch['label']
 
 
 class InMemoryData:
@@ -64,10 +84,10 @@ class InMemoryData:
         return parallel.replicate(examples, mesh)
       return parallel.shard_examples(examples, len(split), mesh)
     self._arrays = {name: {**place(s), **stats} for name, s in self._splits.items()}
-    self.num_classes = dataset.num_classes
+    self.num_classes, self.class_names = dataset.num_classes, tuple(dataset.class_names)
     self.image_shape = tuple(dataset.train.images.shape[1:])
     self.eval_splits = ('val', 'test') if dataset.val is not None else ('test',)
-    self.prepare = functools.partial(steps.prepare_in_memory, augment_images=config.augment)
+    self.prepare = functools.partial(prepare_in_memory, augment_images=config.augment)
     self._seed, self._batch_size = config.seed, config.batch_size
     self._eval_batch_size, self._steps_per_call = config.eval_batch_size, config.steps_per_call
     self._train_sharding = parallel.batch_sharding(mesh, config.steps_per_call > 1)
@@ -98,10 +118,10 @@ class StreamedData:
 
   def __init__(self, stream, config, mesh: Mesh):
     self._stream = stream
-    self.num_classes = stream.num_classes
+    self.num_classes, self.class_names = stream.num_classes, tuple(stream.class_names)
     self.image_shape = (stream.image_size, stream.image_size, 3)
     self.eval_splits = tuple(stream.eval_splits)
-    self.prepare = steps.prepare_streamed
+    self.prepare = prepare_streamed
     self._steps_per_call = config.steps_per_call
     self._train_sharding = parallel.batch_sharding(mesh, config.steps_per_call > 1)
     self._eval_sharding = parallel.batch_sharding(mesh)

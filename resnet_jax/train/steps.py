@@ -1,14 +1,9 @@
 """Pure, jitted train and eval steps: (state, arrays, batch) -> (state, metrics).
 
 One step function serves every data source; how a batch becomes images and
-labels is the `prepare` parameter:
-- in memory (CIFAR-sized): `arrays` holds the split's uint8 images and labels and
-  the normalisation statistics, all replicated on every device; `batch` is
-  {'index': int32 [B]} sharded over 'data'; prepare_in_memory gathers, augments
-  (pad-crop-flip, He 2015 sec. 4.2) and normalises inside the jit;
-- streamed (ImageNet-sized): `arrays` is {} and `batch` is {'image', 'label'}
-  already augmented and normalised by tf.data; prepare_streamed passes it on.
-Evaluation batches also carry 'mask' (False on the padding of the last batch).
+labels is the `prepare` parameter, which each data object of resnet_jax.train.inputs brings
+(inputs.prepare_in_memory, inputs.prepare_streamed). Evaluation batches also carry 'mask'
+(False on the padding of the last batch).
 
 Metrics are device arrays: {'sums': {...}, 'last': {...}}; sums add up over an
 interval (loss * examples, wrong predictions, examples), 'last' keeps the latest
@@ -18,7 +13,7 @@ Without the loop (e.g. a benchmark on synthetic batches):
     mesh = parallel.make_mesh()
     optimizer = optim.create_optimizer(config)
     state = create_train_state(get_model('resnet20'), optimizer.tx, (32, 32, 3), 0, mesh)
-    step = compile_train_step(mesh, prepare=prepare_streamed,
+    step = compile_train_step(mesh, prepare=inputs.prepare_streamed,
                               learning_rate=optimizer.learning_rate, seed=0)
     batch = parallel.shard_global_batch({'image': x, 'label': y}, parallel.batch_sharding(mesh))
     state, metrics = step(state, {}, batch)  # `state` is donated: use the returned one
@@ -41,7 +36,6 @@ from flax import traverse_util
 from jax.sharding import Mesh
 
 from resnet_jax import parallel
-from resnet_jax.data.augment import augment, normalize
 from resnet_jax.train import state as state_lib
 from resnet_jax.train.state import TrainState
 
@@ -54,22 +48,6 @@ CPU_COMPILER_OPTIONS = {'xla_disable_hlo_passes': 'cse_barrier_expander'}
 
 Prepare = Callable[[Any, Any, jax.Array | None, bool], tuple[jax.Array, jax.Array]]
 Metrics = dict[str, dict[str, jax.Array]]
-
-
-def prepare_in_memory(arrays, batch, rng, train: bool, *, augment_images: bool = True):
-  """Gathers batch['index'] from replicated uint8 arrays, augments (train) and normalises."""
-  images = arrays['images'][batch['index']]
-  labels = arrays['labels'][batch['index']]
-  if train and augment_images:
-    images = augment(rng, images)
-  images = normalize(images.astype(jnp.float32), arrays['mean'], arrays['std'])
-  return images, labels
-
-
-def prepare_streamed(arrays, batch, rng, train: bool):
-  """Streamed batches arrive augmented and normalised: {'image', 'label'[, 'mask']}."""
-  del arrays, rng, train
-  return batch['image'], batch['label']
 
 
 def cross_entropy(logits: jax.Array, labels: jax.Array, label_smoothing: float = 0.0) -> jax.Array:

@@ -20,7 +20,7 @@ from benchmarks import torch_peer
 from configs import cifar10
 from resnet_jax import models, parallel
 from resnet_jax.interop import pytorch as interop
-from resnet_jax.train import optim, steps
+from resnet_jax.train import inputs, optim, steps
 from resnet_jax.train import state as state_lib
 
 RTOL = 1e-5
@@ -95,7 +95,7 @@ def test_same_loss_before_and_after_one_train_step():
       learning_rate=config.learning_rate, momentum=config.momentum,
       weight_decay=config.weight_decay, augment=False), data)
   train_step = steps.compile_train_step(
-      mesh, prepare=functools.partial(steps.prepare_in_memory, augment_images=False),
+      mesh, prepare=functools.partial(inputs.prepare_in_memory, augment_images=False),
       learning_rate=optimizer.learning_rate, seed=config.seed)
   arrays = parallel.replicate(host, mesh)
   batch = parallel.shard_global_batch(

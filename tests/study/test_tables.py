@@ -7,6 +7,7 @@ import math
 import numpy as np
 import pytest
 
+from resnet_jax import config as config_lib
 from resnet_jax.study import tables
 from resnet_jax.study.runs import load_runs
 
@@ -114,3 +115,8 @@ def test_unfinished_runs_are_marked(fake_study):
 def test_empty_workdir_is_a_one_line_error(tmp_path):
   with pytest.raises(ValueError, match=r'^no runs in .*metrics.jsonl$'):
     tables.write_tables(tmp_path)
+
+
+def test_the_paper_setting_names_result_fields():
+  """Table 6's setting is stated in fields that change a run's numbers (resnet_jax.config)."""
+  assert set(tables.PAPER_SETTING) <= set(config_lib.RESULT_FIELDS)

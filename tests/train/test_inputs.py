@@ -32,12 +32,14 @@ def test_in_memory_data_is_the_loops_seam():
   data = inputs.load_data(tiny_config(), parallel.make_mesh())
   assert isinstance(data, inputs.Data)
   assert (data.num_classes, data.image_shape, data.eval_splits) == (10, (8, 8, 3), ('test',))
+  assert len(data.class_names) == 10
 
 
 def test_an_object_without_train_batch_is_not_the_seam():
   """Control: the Protocol check fails for a data object missing one member."""
   class Partial:
-    num_classes, image_shape, eval_splits, prepare = 10, (8, 8, 3), ('test',), None
+    num_classes, class_names, image_shape = 10, tuple('abcdefghij'), (8, 8, 3)
+    eval_splits, prepare = ('test',), None
 
     def arrays(self, split):
       return {}

@@ -13,7 +13,7 @@ from resnet_jax import parallel
 from resnet_jax.data import order
 from resnet_jax.data.augment import pixel_stats
 from resnet_jax.models import get_model
-from resnet_jax.train import optim, steps
+from resnet_jax.train import inputs, optim, steps
 from resnet_jax.train.state import create_train_state
 
 NUM_CLASSES = 6  # labels use 0..3; 6 outputs allow a top-5 error
@@ -79,7 +79,7 @@ def index_batch(mesh, step: int, num_steps: int = 1):
 
 def compile_step(mesh, optimizer, **kwargs):
   return steps.compile_train_step(
-      mesh, prepare=steps.prepare_in_memory, learning_rate=optimizer.learning_rate, seed=0,
+      mesh, prepare=inputs.prepare_in_memory, learning_rate=optimizer.learning_rate, seed=0,
       **kwargs)
 
 
@@ -134,10 +134,10 @@ def test_streamed_batches_take_the_same_step_as_in_memory_ones(mesh, arrays):
   """prepare_streamed (identity on normalised images) vs prepare_in_memory without augmentation."""
   optimizer = make_optimizer()
   in_memory = steps.compile_train_step(
-      mesh, prepare=lambda a, b, r, t: steps.prepare_in_memory(a, b, r, t, augment_images=False),
+      mesh, prepare=lambda a, b, r, t: inputs.prepare_in_memory(a, b, r, t, augment_images=False),
       learning_rate=optimizer.learning_rate, seed=0)
   streamed = steps.compile_train_step(
-      mesh, prepare=steps.prepare_streamed, learning_rate=optimizer.learning_rate, seed=0)
+      mesh, prepare=inputs.prepare_streamed, learning_rate=optimizer.learning_rate, seed=0)
   index = order.train_batch_indices(0, 0, N, BATCH)
   images, labels = separable_images(N)
   mean, std = pixel_stats(images, 'per_channel')
@@ -153,7 +153,7 @@ def test_streamed_batches_take_the_same_step_as_in_memory_ones(mesh, arrays):
 def test_eval_step_masks_padding_and_matches_numpy(mesh, arrays):
   optimizer = make_optimizer()
   state = make_state(mesh, optimizer)
-  eval_step = steps.compile_eval_step(mesh, prepare=steps.prepare_in_memory, top5=True)
+  eval_step = steps.compile_eval_step(mesh, prepare=inputs.prepare_in_memory, top5=True)
   n = 20  # two batches of 16, the second padded with 12 masked examples
   total = None
   for index, mask in order.eval_batches(n, BATCH):
@@ -228,6 +228,6 @@ def test_cpu_train_step_keeps_barriers_on_the_stream_and_takes_the_same_step(
 def test_eval_step_has_no_stream_barriers(mesh, arrays, resnet_state):
   batch = parallel.shard_global_batch({'index': np.arange(BATCH), 'mask': np.ones(BATCH, bool)},
                                       parallel.batch_sharding(mesh))
-  lowered = steps.compile_eval_step(mesh, prepare=steps.prepare_in_memory).lower(
+  lowered = steps.compile_eval_step(mesh, prepare=inputs.prepare_in_memory).lower(
       resnet_state, arrays, batch)
   assert 'optimization_barrier' not in lowered.as_text()

@@ -36,7 +36,7 @@ from configs import cifar10
 from resnet_jax import models, parallel
 from resnet_jax.data.augment import augment
 from resnet_jax.interop import pytorch as interop
-from resnet_jax.train import optim, steps
+from resnet_jax.train import inputs, optim, steps
 from resnet_jax.train import state as state_lib
 
 STEPS = 20
@@ -100,7 +100,7 @@ def our_trajectory(name: str, dtype: type = np.float32) -> tuple[tuple, tuple, t
     state = jax.device_put(state_lib.TrainState.create(
         apply_fn=models.get_model(name, dtype=dtype).apply, params=variables['params'],
         batch_stats=variables['batch_stats'], tx=optimizer.tx), parallel.replicated(mesh))
-    train_step = steps.compile_train_step(mesh, prepare=steps.prepare_streamed,
+    train_step = steps.compile_train_step(mesh, prepare=inputs.prepare_streamed,
                                           learning_rate=optimizer.learning_rate, seed=config.seed)
     for images, labels in augmented_batches():
       state_dict, momentum = as_torch(name, jax.device_get(state))

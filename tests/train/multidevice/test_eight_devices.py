@@ -60,7 +60,7 @@ def _worker(workdir: str) -> dict:
   from resnet_jax import models, parallel
   from resnet_jax.data import order
   from resnet_jax.data.augment import pixel_stats
-  from resnet_jax.train import checkpoint, optim, steps
+  from resnet_jax.train import checkpoint, inputs, optim, steps
   from resnet_jax.train.state import create_train_state
 
   config = cifar10.get_config('resnet8')
@@ -77,7 +77,7 @@ def _worker(workdir: str) -> dict:
     arrays = parallel.replicate({'images': images, 'labels': labels, 'mean': mean, 'std': std},
                                 mesh)
     train_step = steps.compile_train_step(
-        mesh, prepare=steps.prepare_in_memory, learning_rate=optimizer.learning_rate, seed=0)
+        mesh, prepare=inputs.prepare_in_memory, learning_rate=optimizer.learning_rate, seed=0)
     losses = []
     for step in range(STEPS):
       index = order.train_batch_indices(0, step, len(labels), config.batch_size)
