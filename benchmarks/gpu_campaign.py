@@ -281,11 +281,11 @@ def preset_specs(ladder: Sequence[str], env: dict[str, str]) -> dict[str, dict]:
   """Each preset's steps and the interval its steps per call must divide, asked of the runner
   (in a child process, which sees the installed wheels)."""
   probe = f'''import json, math
-from resnet_jax.study import runner
+from resnet_jax.study import runner, studies
 out = {{}}
 for preset in {list(ladder)!r}:
-  config = runner.resolve_config('resnet20', [])
-  config.update(runner.preset_overrides(preset, 'resnet20'))
+  config = runner.resolve_config(studies.DEGRADATION, 'resnet20', [])
+  config.update(runner.preset_overrides(studies.DEGRADATION, preset, 'resnet20'))
   out[preset] = {{'steps': config.num_train_steps, 'interval': math.gcd(config.log_every_steps,
       config.eval_every_steps, config.checkpoint_every_steps)}}
 print(json.dumps(out))'''

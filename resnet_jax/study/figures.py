@@ -1,5 +1,6 @@
 """Figures of the degradation study (He et al. 2015, Fig. 1 and Fig. 6), drawn only from the
-runs' metrics.jsonl; `python experiments/degradation.py --workdir=DIR --plot-only` redraws them.
+runs' metrics.jsonl, and the helpers every study's figures share (draw_figures, save_figure,
+the iteration axis); `python experiments/degradation.py --workdir=DIR --plot-only` redraws them.
 
 Each figure function takes `runs.load_runs(DIR)` and returns a matplotlib Figure; every plotted
 line carries a gid '<model>/<metric>' (or '<model>/step<k>') so that its data can be read back.
@@ -11,6 +12,7 @@ iterations for shorter runs). Every figure's title says what the runs are
 
 import math
 import sys
+from collections.abc import Callable, Mapping
 from pathlib import Path
 
 from matplotlib.figure import Figure
@@ -31,12 +33,12 @@ _DEPTH_COLOURS = {20: 'tab:orange', 32: 'tab:blue', 44: 'tab:red', 56: 'tab:gree
 Runs = dict[str, list[Run]]
 
 
-def _label(model: str) -> str:
+def label(model: str) -> str:
   family, depth = parse_model(model)
   return f'{family}-{depth}'
 
 
-def _colour(model: str) -> str:
+def colour(model: str) -> str:
   """One colour per depth, the same in every figure."""
   depth = parse_model(model)[1]
   return _DEPTH_COLOURS.get(depth, f'C{depth % 10}')
@@ -47,7 +49,7 @@ def _require(models: list[str], what: str) -> None:
     raise ValueError(f'no runs for {what} in this workdir: run those models first')
 
 
-def _new_figure(runs: Runs, width: float) -> Figure:
+def new_figure(runs: Runs, width: float) -> Figure:
   fig = Figure(figsize=(width, 4.5), layout='constrained')
   fig.suptitle(describe(runs), fontsize='small')
   return fig
@@ -59,7 +61,7 @@ def iteration_unit(runs: Runs) -> int:
   return next((unit for unit in ITERATION_UNITS if longest >= 2 * unit), 1)
 
 
-def _xlabel(unit: int) -> str:
+def xlabel(unit: int) -> str:
   return 'iterations' if unit == 1 else f'iter. (1e{len(str(unit)) - 1})'
 
 
@@ -68,7 +70,7 @@ def _plot_curve(ax, runs: list[Run], key: str, unit: int, **style) -> None:
   steps, values = mean_curve(runs, key)
   model = runs[0].model
   ax.plot([step / unit for step in steps], [100 * value for value in values],
-          color=_colour(model), gid=f'{model}/{key}', **style)
+          color=colour(model), gid=f'{model}/{key}', **style)
 
 
 def figure1(runs: Runs) -> Figure:
@@ -80,13 +82,13 @@ def figure1(runs: Runs) -> Figure:
   _require(plain, 'plain networks')
   paper = ['plain20', 'plain56']
   models = paper if set(paper) <= set(plain) else list(dict.fromkeys([plain[0], plain[-1]]))
-  fig, unit = _new_figure(runs, 10), iteration_unit(runs)
+  fig, unit = new_figure(runs, 10), iteration_unit(runs)
   panels = (('train_error', 'training error'), ('test_error', 'test error'))
   for ax, (key, title) in zip(fig.subplots(1, 2), panels):
     for model in models:
       _plot_curve(ax, runs[model], key, unit, marker='.' if key == 'test_error' else None,
                   label=f'{parse_model(model)[1]}-layer')
-    ax.set(title=title, xlabel=_xlabel(unit), ylabel=f'{title} (%)')
+    ax.set(title=title, xlabel=xlabel(unit), ylabel=f'{title} (%)')
     ax.legend()
   return fig
 
@@ -98,22 +100,22 @@ def figure6(runs: Runs) -> Figure:
   against iterations; one colour per depth; the legend names both.
   """
   _require(models_of(runs, 'plain') + models_of(runs, 'resnet'), 'plain networks or ResNets')
-  fig, unit = _new_figure(runs, 11), iteration_unit(runs)
+  fig, unit = new_figure(runs, 11), iteration_unit(runs)
   kinds = [Line2D([], [], color='grey', linestyle='--', linewidth=1, label='training'),
            Line2D([], [], color='grey', linewidth=2.5, marker='.', label='test')]
   for ax, family in zip(fig.subplots(1, 2, sharey=True), FAMILIES):
     for model in models_of(runs, family):
       _plot_curve(ax, runs[model], 'train_error', unit, linestyle='--', linewidth=1)
       _plot_curve(ax, runs[model], 'test_error', unit, linewidth=2.5, marker='.',
-                  label=_label(model))
-    ax.set(title=f'{_TITLES[family]} (dashed: training, bold: test)', xlabel=_xlabel(unit),
+                  label=label(model))
+    ax.set(title=f'{_TITLES[family]} (dashed: training, bold: test)', xlabel=xlabel(unit),
            ylabel='error (%)')
     if ax.lines:
       ax.legend(handles=[*ax.get_legend_handles_labels()[0], *kinds])
   return fig
 
 
-def _final_errors(runs: list[Run], key: str) -> tuple[float, float]:
+def final_errors(runs: list[Run], key: str) -> tuple[float, float]:
   """Mean and sample standard deviation (0 for one seed) over seeds of the final `key`, in %."""
   mean, std, _ = seed_stats([100 * run.final(key) for run in runs])
   return mean, 0.0 if math.isnan(std) else std
@@ -123,7 +125,7 @@ def error_vs_depth(runs: Runs) -> Figure:
   """Final training and test error against depth, plain (left) and residual (right), with the
   standard deviation over seeds as error bars (the trend of He et al. 2015 Fig. 6 and Table 6)."""
   _require(models_of(runs, 'plain') + models_of(runs, 'resnet'), 'plain networks or ResNets')
-  fig = _new_figure(runs, 10)
+  fig = new_figure(runs, 10)
   styles = {'train_error': dict(linestyle='--', label='training'),
             'test_error': dict(linewidth=2.5, label='test')}
   for ax, family in zip(fig.subplots(1, 2, sharey=True), FAMILIES):
@@ -133,7 +135,7 @@ def error_vs_depth(runs: Runs) -> Figure:
     if not models:
       continue
     for key, style in styles.items():
-      means, stds = zip(*(_final_errors(runs[model], key) for model in models))
+      means, stds = zip(*(final_errors(runs[model], key) for model in models))
       bars = ax.errorbar(depths, means, yerr=stds, marker='o', capsize=4, **style)
       bars.lines[0].set_gid(f'{family}/{key}')
     ax.legend()
@@ -164,13 +166,13 @@ def grad_norms(runs: Runs) -> Figure:
   """
   models = [model for model in (_grad_norm_model(runs, family) for family in FAMILIES) if model]
   _require(models, 'models logged with log_grad_norms=True')
-  fig = _new_figure(runs, 5 * len(models))
+  fig = new_figure(runs, 5 * len(models))
   axes = fig.subplots(1, len(models), sharey=True, squeeze=False)[0]
   for ax, model in zip(axes, models):
     for step, norms in _early_grad_norms(runs[model]).items():
       ax.plot(range(1, len(norms) + 1), norms, marker='.', label=f'step {step}',
               gid=f'{model}/step{step}')
-    ax.set(title=_label(model), xlabel='layer (stem conv first, head last)',
+    ax.set(title=label(model), xlabel='layer (stem conv first, head last)',
            ylabel='gradient L2 norm', yscale='log')
     ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.legend()
@@ -188,17 +190,18 @@ def save_figure(fig: Figure, path: Path) -> None:
       file, format=fmt, dpi=150, metadata={'Date': None} if fmt == 'svg' else None), binary=True)
 
 
-def draw_figures(workdir: Path) -> list[Path]:
-  """Draws every figure the runs in `workdir` allow into workdir/figures as PNG and SVG;
-  returns the files written. A figure whose runs are missing is skipped with a note; a
-  workdir without any run is a ValueError."""
+def draw_figures(workdir: Path, drawers: Mapping[str, Callable[[Runs], Figure]] = FIGURES
+                 ) -> list[Path]:
+  """Draws every figure of `drawers` ({name: function of the runs}) that the runs in `workdir`
+  allow into workdir/figures as PNG and SVG; returns the files written. A figure whose runs are
+  missing is skipped with a note; a workdir without any run is a ValueError."""
   runs = load_runs(workdir)
   if not runs:
     raise ValueError(f'no runs in {workdir}: expected {workdir}/<model>/seed<k>/metrics.jsonl')
   out_dir = Path(workdir) / FIGURES_DIR
   out_dir.mkdir(parents=True, exist_ok=True)
   written = []
-  for name, draw in FIGURES.items():
+  for name, draw in drawers.items():
     try:
       fig = draw(runs)
     except ValueError as error:

@@ -1,29 +1,24 @@
-"""Runs the degradation study (He et al. 2015, Fig. 1, Fig. 6, Table 6) and draws its results.
+"""Runs a study (resnet_jax/study/studies.py) and draws its results: one runner for every study.
 
-    python experiments/degradation.py --workdir=DIR [--preset=paper|quick] [--seeds=N]
-        [--models=plain20,resnet20,...] [--parallel=K] [--dataset=...] [--data_dir=...]
+    python experiments/<study>.py --workdir=DIR [--preset=paper|short|quick] [--seeds=N]
+        [--models=MODEL,...] [--parallel=K] [--dataset=...] [--data_dir=...]
         [--config.FIELD=VALUE ...] [--plot-only]
 
 Every (model, seed) trains in its own process, `python -m resnet_jax.main
---config=configs/degradation.py:MODEL --workdir=DIR/MODEL/seedK --config.seed=K ...`, so runs are
-isolated and resumable: a finished run (metrics.jsonl ends with the 'end' event) is skipped, an
-interrupted one resumes from its checkpoint; stop the runner at any moment and start it again.
+--config=<the study's config file>:MODEL --workdir=DIR/MODEL/seedK --config.seed=K ...`, so runs
+are isolated and resumable: a finished run (metrics.jsonl ends with the 'end' event) is skipped,
+an interrupted one resumes from its checkpoint; stop the runner at any moment and start it again.
 Before any run starts, every run's config is built from the flags (a bad flag is a one-line
 error) and checked against the config.json of a run already in its folder, so a study is never
-resumed or skipped with another preset's runs. At the end the figures (DIR/figures) and the
-table (DIR/results.md, .csv) are drawn from the runs' metrics.jsonl; --plot-only only redraws
-them. DIR/run_info.json records each invocation's command, git commit, device and versions.
---parallel=K trains K runs at once, the deepest first: on a GPU or TPU they share the
+resumed or skipped with another preset's runs. At the end the figures (DIR/figures), the table
+(DIR/results.md, .csv) and the study's analyses are drawn from the runs' files; --plot-only only
+redraws them. DIR/run_info.json records each invocation's command, git commit, device and
+versions. --parallel=K trains K runs at once, the deepest first: on a GPU or TPU they share the
 accelerator's memory; on the CPU each is pinned to its own 1/K of the cores (cpu_slots).
 
-Presets (PRESETS): every preset trains with the paper's batch 128 and lr 0.1 and keeps the shape
-of its schedule (lr /10 at 1/2 and 3/4 of training); only the length and the data subsets shrink,
-and every figure title and table says by how much. 'paper' is the sec. 4.2 recipe for the nine
-networks of Fig. 6 / Table 6. 'short' and 'quick' train plain-20/56 and ResNet-20/56 and test
-on a fixed subset of the test images, often enough that a test curve is a curve: 'short' is a
-quarter of the paper's schedule, the shortest that can show both halves of Fig. 6; 'quick' is a
-20-minute check on a fixed subset of the training images (RESNET_JAX_QUICK_STEPS shrinks it
-further, for tests and the notebook).
+A preset (studies.Preset) shortens the paper's recipe: preset_overrides scales every step count
+of the schedule by steps / 64k and sets the data subsets; RESNET_JAX_QUICK_STEPS shrinks the
+'quick' preset further, for tests and the notebook.
 """
 
 import argparse
@@ -43,8 +38,10 @@ import ml_collections
 from absl import flags as absl_flags
 from ml_collections import config_flags
 
+from resnet_jax.models import parse_name
 from resnet_jax.study import figures, tables
-from resnet_jax.study.runs import is_finished, parse_model, read_config
+from resnet_jax.study.runs import is_finished, read_config
+from resnet_jax.study.studies import StudySpec
 from resnet_jax import config as config_lib
 from resnet_jax.config import RESULT_FIELDS
 from resnet_jax.errors import RunsFailed
@@ -54,39 +51,7 @@ from resnet_jax.stop import STOP_SIGNALS
 from resnet_jax.train.metrics import METRICS_FILE, read_rows
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
-CONFIG_FILE = 'configs/degradation.py'
 QUICK_STEPS_ENV = 'RESNET_JAX_QUICK_STEPS'
-FIG6_PAIR = ('plain20', 'plain56', 'resnet20', 'resnet56')
-PAPER_MODELS = ('plain20', 'plain32', 'plain44', 'plain56',  # Fig. 6 and Table 6
-                'resnet20', 'resnet32', 'resnet44', 'resnet56', 'resnet110')
-
-
-@dataclasses.dataclass(frozen=True)
-class Preset:
-  """One length of the study: sec. 4.2's recipe on `steps` iterations (0: the paper's 64k, as
-  configs/degradation.py evaluates them) of a fixed `train_subset` of the training images, tested
-  at least `evaluations` times on a fixed `test_subset` of the test images only (0: all)."""
-
-  models: tuple[str, ...]
-  steps: int = 0
-  train_subset: int = 0
-  test_subset: int = 0
-  evaluations: int = 0
-  log_rows: int = 0
-
-
-PRESETS = {
-    'paper': Preset(PAPER_MODELS),
-    # A quarter of sec. 4.2's schedule: the first lr drop at 8k comes after ResNet-56 has caught
-    # up with ResNet-20 at lr 0.1 (public logs of the recipe: at about 7k-10k iterations), which
-    # both halves of Fig. 6 need. About 17 h on a 2-core CPU, minutes on a GPU.
-    'short': Preset(FIG6_PAIR, steps=16_000, test_subset=2000, evaluations=32, log_rows=160),
-    # About 20 minutes on a 2-core CPU with --parallel=2: plain-56 above plain-20 in training
-    # error (Fig. 1); too short for ResNet-56, which has not left its slow start at lr 0.1 when
-    # the first drop comes (experiments/results/degradation/quick_cpu).
-    'quick': Preset(FIG6_PAIR, steps=250, train_subset=10_000, test_subset=1000,
-                    evaluations=10, log_rows=25),
-}
 RUNNER_FIELDS = ('model', 'seed')  # set per run from --models and --seeds
 POLL_SECONDS = 0.5
 STOP_GRACE_SECONDS = 60
@@ -99,10 +64,10 @@ class _Parser(argparse.ArgumentParser):
     raise ValueError(f'{message} (see --help)')
 
 
-def _parser() -> argparse.ArgumentParser:
-  parser = _Parser(prog='experiments/degradation.py', description=__doc__.splitlines()[0])
+def _parser(spec: StudySpec) -> argparse.ArgumentParser:
+  parser = _Parser(prog=spec.script, description=spec.title)
   parser.add_argument('--workdir', required=True, type=Path, help='study folder (DIR)')
-  parser.add_argument('--preset', default='paper', help=f'one of {PRESETS}')
+  parser.add_argument('--preset', default='paper', help=f'one of {", ".join(spec.presets)}')
   parser.add_argument('--seeds', default=1, type=int, help='runs per model, seeds 0..N-1')
   parser.add_argument('--models', default='', help="comma list (default: the preset's models)")
   parser.add_argument('--parallel', default=1, type=int, help='runs trained at the same time')
@@ -114,8 +79,9 @@ def _parser() -> argparse.ArgumentParser:
 
 @dataclasses.dataclass(frozen=True)
 class Study:
-  """What to run: the validated flags."""
+  """What to run: the study and its validated flags."""
 
+  spec: StudySpec
   workdir: Path
   preset: str
   seeds: int
@@ -125,26 +91,27 @@ class Study:
   config_flags: tuple[str, ...]  # --config.FIELD=VALUE given to every run
 
 
-def parse_flags(argv: list[str]) -> Study:
-  """Parses and checks the runner's flags; any bad flag is a one-line ValueError."""
-  args, rest = _parser().parse_known_args(argv)
-  _check_config_flags(rest)
-  if args.preset not in PRESETS:
-    raise ValueError(f'unknown --preset={args.preset!r}: use one of {", ".join(PRESETS)}')
+def parse_flags(spec: StudySpec, argv: list[str]) -> Study:
+  """Parses and checks the flags of a run of study `spec`; any bad flag is a one-line
+  ValueError."""
+  args, rest = _parser(spec).parse_known_args(argv)
+  _check_config_flags(spec, rest)
+  if args.preset not in spec.presets:
+    raise ValueError(f'unknown --preset={args.preset!r}: use one of {", ".join(spec.presets)}')
   if args.seeds < 1:
     raise ValueError(f'--seeds={args.seeds}: give at least 1 seed per model')
   if args.parallel < 1:
     raise ValueError(f'--parallel={args.parallel}: give at least 1 run at a time')
-  models = tuple(dict.fromkeys(filter(None, args.models.split(',')))) or PRESETS[args.preset].models
+  models = tuple(dict.fromkeys(filter(None, args.models.split(',')))) or spec.presets[args.preset].models
   for model in models:
-    parse_model(model)
+    spec.check_model(model)
   data_flags = [f'--config.{name}={value}' for name, value in
                 (('dataset', args.dataset), ('data_dir', args.data_dir)) if value is not None]
-  return Study(args.workdir.resolve(), args.preset, args.seeds, models, args.parallel,
+  return Study(spec, args.workdir.resolve(), args.preset, args.seeds, models, args.parallel,
                args.plot_only, tuple(data_flags + rest))
 
 
-def _check_config_flags(rest: list[str]) -> None:
+def _check_config_flags(spec: StudySpec, rest: list[str]) -> None:
   """The flags left by argparse must be --config.FIELD=VALUE of fields the runs have."""
   unknown = [arg for arg in rest if not (arg.startswith('--config.') and '=' in arg)]
   if unknown:
@@ -153,40 +120,40 @@ def _check_config_flags(rest: list[str]) -> None:
   owned = [field for field in fields if field in RUNNER_FIELDS]
   if owned:
     raise ValueError(f'--config.{owned[0]} is set by the runner: use --models and --seeds')
-  missing = sorted(set(fields) - set(resolve_config(FIG6_PAIR[0], [])))
+  missing = sorted(set(fields) - set(resolve_config(spec, spec.models[0], [])))
   if missing:
-    raise ValueError(f'unknown config fields {missing}: use fields of configs/cifar10.py')
+    raise ValueError(f'unknown config fields {missing}: use fields of {spec.config_file}')
 
 
 def _field(flag: str) -> str:
   return flag.removeprefix('--config.').split('=', 1)[0]
 
 
-def preset_steps(preset: str) -> int:
+def preset_steps(spec: StudySpec, preset: str) -> int:
   """The preset's iterations; for 'quick' the value of RESNET_JAX_QUICK_STEPS when it is set."""
-  steps = PRESETS[preset].steps
+  steps = spec.presets[preset].steps
   value = os.environ.get(QUICK_STEPS_ENV, str(steps)) if preset == 'quick' else str(steps)
   if not value.isdigit() or int(value) < 4:
     raise ValueError(f'{QUICK_STEPS_ENV}={value!r}: give a whole number of train steps >= 4')
   return int(value)
 
 
-def preset_overrides(preset: str, model: str) -> dict:
+def preset_overrides(spec: StudySpec, preset: str, model: str) -> dict:
   """Config fields the preset changes for `model` (none for 'paper').
 
-  Every step count of the sec. 4.2 schedule is scaled by steps / 64k, so the lr drops stay at
+  Every step count of the paper's schedule is scaled by steps / 64k, so the lr drops stay at
   1/2 and 3/4 of training; batch size and learning rate stay the paper's. About `log_rows` log
   rows, and an evaluation and a checkpoint at every multiple of the log interval that gives at
   least `evaluations` of them (the loop also evaluates at the end). The test subset is evaluated
   in one batch, and there is no validation split.
   """
-  spec = PRESETS[preset]
-  if not spec.steps:
+  shortened = spec.presets[preset]
+  if not shortened.steps:
     return {}
-  config, steps = resolve_config(model, []), preset_steps(preset)
+  config, steps = resolve_config(spec, model, []), preset_steps(spec, preset)
   scale = steps / config.num_train_steps
-  log_every = max(1, steps // spec.log_rows)
-  eval_every = log_every * max(1, steps // (spec.evaluations * log_every))
+  log_every = max(1, steps // shortened.log_rows)
+  eval_every = log_every * max(1, steps // (shortened.evaluations * log_every))
   return {
       'num_train_steps': steps,
       'lr_boundaries': tuple(round(boundary * scale) for boundary in config.lr_boundaries),
@@ -195,24 +162,24 @@ def preset_overrides(preset: str, model: str) -> dict:
       'log_every_steps': log_every,
       'eval_every_steps': eval_every,
       'checkpoint_every_steps': eval_every,
-      'train_subset': spec.train_subset,
-      'test_subset': spec.test_subset,
-      'eval_batch_size': spec.test_subset,
+      'train_subset': shortened.train_subset,
+      'test_subset': shortened.test_subset,
+      'eval_batch_size': shortened.test_subset,
   }
 
 
 def _config_flags(study: Study, model: str) -> list[str]:
   """The preset's overrides for `model`, except fields the user set, then the user's flags."""
   given = {_field(flag) for flag in study.config_flags}
-  preset = preset_overrides(study.preset, model)
+  preset = preset_overrides(study.spec, study.preset, model)
   kept = [f'--config.{name}={value}' for name, value in preset.items() if name not in given]
   return kept + list(study.config_flags)
 
 
-def resolve_config(model: str, flags: Sequence[str]) -> ml_collections.ConfigDict:
-  """The config `python -m resnet_jax.main --config=configs/degradation.py:MODEL *flags` trains
+def resolve_config(spec: StudySpec, model: str, flags: Sequence[str]) -> ml_collections.ConfigDict:
+  """The config `python -m resnet_jax.main --config=<spec.config_file>:MODEL *flags` trains
   with, built here without training: a bad value is a one-line ValueError before any run."""
-  argv = ['degradation', f'--config={REPO_ROOT / CONFIG_FILE}:{model}', *flags]
+  argv = [spec.name, f'--config={REPO_ROOT / spec.config_file}:{model}', *flags]
   values = absl_flags.FlagValues()
   config_flags.DEFINE_config_file('config', flag_values=values, sys_argv=argv)
   try:
@@ -259,8 +226,8 @@ def make_job(study: Study, model: str, seed: int) -> Job:
   """The run of (model, seed), its config checked against what its folder already holds."""
   run_dir = study.workdir / model / f'seed{seed}'
   flags = [f'--config.seed={seed}', *_config_flags(study, model)]
-  check_run_dir(run_dir, resolve_config(model, flags))
-  command = (sys.executable, '-m', 'resnet_jax.main', f'--config={CONFIG_FILE}:{model}',
+  check_run_dir(run_dir, resolve_config(study.spec, model, flags))
+  command = (sys.executable, '-m', 'resnet_jax.main', f'--config={study.spec.config_file}:{model}',
              f'--workdir={run_dir}', *flags)
   return Job(model, seed, run_dir, command)
 
@@ -270,7 +237,7 @@ def make_jobs(study: Study) -> list[Job]:
   with --parallel > 1 the deepest first within a seed, so that the longest runs do not end last
   alone."""
   def order(model: str) -> int:
-    return -parse_model(model)[1] if study.parallel > 1 else 0
+    return -parse_name(model).depth if study.parallel > 1 else 0
   return [make_job(study, model, seed) for seed in range(study.seeds)
           for model in sorted(study.models, key=order)]
 
@@ -376,7 +343,7 @@ def run_jobs(jobs: list[Job], parallel: int,
 
 
 def record_invocation(workdir: Path, argv: list[str], jobs: list[Job], device: dict,
-                      script: str = 'experiments/degradation.py', **settings) -> dict:
+                      script: str, **settings) -> dict:
   """Appends this invocation of `script` (command, commit, device, versions, run commands and
   any `settings`, e.g. the preset) to workdir/run_info.json and returns it."""
   path = workdir / 'run_info.json'
@@ -396,43 +363,47 @@ def record_invocation(workdir: Path, argv: list[str], jobs: list[Job], device: d
   return invocation
 
 
-def draw_results(workdir: Path) -> list[Path]:
-  """Draws the figures and writes the table of the runs found in `workdir`."""
-  return [*figures.draw_figures(workdir), *tables.write_tables(workdir)]
+def draw_results(spec: StudySpec, workdir: Path) -> list[Path]:
+  """Draws the figures, writes the table and runs the analyses of the runs found in `workdir`."""
+  drawn = [*figures.draw_figures(workdir, spec.figures),
+           *tables.write_tables(workdir, spec.paper, spec.paper_source, spec.models)]
+  return drawn + [path for analysis in spec.analyses for path in analysis(workdir)]
 
 
-def run_study(argv: list[str]) -> list[Path]:
-  """Runs (or with --plot-only only redraws) the study of `argv`; returns the files drawn.
+def run_study(spec: StudySpec, argv: list[str]) -> list[Path]:
+  """Runs (or with --plot-only only redraws) study `spec` with the flags `argv`; returns the
+  files drawn.
 
   Raises RunsFailed, before drawing anything, when a run fails.
   """
-  study = parse_flags(argv)
+  study = parse_flags(spec, argv)
   if not study.plot_only:
     jobs = make_jobs(study)
     device = device_info(child_env(study.parallel))
     cores = cpu_slots(study.parallel, device.get('backend', ''))
     study.workdir.mkdir(parents=True, exist_ok=True)
-    record_invocation(study.workdir, argv, jobs, device, preset=study.preset)
+    record_invocation(study.workdir, argv, jobs, device, spec.script, preset=study.preset)
     failures = run_jobs(jobs, study.parallel, cores)
     if failures:
       raise RunsFailed(f'{len(failures)} runs failed: {"; ".join(failures)}; fix and run the same '
                        'command again (--plot-only draws the finished runs)')
-  return draw_results(study.workdir)
+  return draw_results(spec, study.workdir)
 
 
 def _interrupt(signum: int, frame) -> None:
   raise KeyboardInterrupt(f'signal {signum}')
 
 
-def main(argv: list[str] | None = None) -> None:
-  """Command-line entry: bad flags, failed runs and interruptions end it with one line."""
+def main(spec: StudySpec, argv: list[str] | None = None) -> None:
+  """Command-line entry of study `spec`: bad flags, failed runs and interruptions end it with one
+  line."""
   previous = {signum: signal.signal(signum, _interrupt) for signum in STOP_SIGNALS}
   try:
-    paths = run_study(sys.argv[1:] if argv is None else argv)
+    paths = run_study(spec, sys.argv[1:] if argv is None else argv)
   except (ValueError, RunsFailed) as error:
-    raise SystemExit(f'degradation: {error}') from None
+    raise SystemExit(f'{spec.name}: {error}') from None
   except KeyboardInterrupt:
-    raise SystemExit('degradation: interrupted; run the same command again to resume') from None
+    raise SystemExit(f'{spec.name}: interrupted; run the same command again to resume') from None
   finally:
     for signum, handler in previous.items():
       signal.signal(signum, handler)

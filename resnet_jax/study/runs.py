@@ -1,4 +1,4 @@
-"""The runs of a degradation study (He et al. 2015, sec. 4.2, Fig. 6, Table 6) as read from disk.
+"""The runs of a study (resnet_jax/study/studies.py) as read from disk.
 
 A study workdir holds one training workdir per run, `DIR/<model>/seed<k>/`, each with the
 metrics.jsonl of docs/ARCHITECTURE.md. Figures and tables read only those files, through the
@@ -32,6 +32,12 @@ def parse_model(name: str) -> tuple[str, int]:
     raise ValueError(f'unknown model {name!r}: use plain<d> or resnet<d> with d = 6n+2 '
                      '(e.g. plain20, resnet56)')
   return spec.variant, spec.depth
+
+
+def check_cifar(name: str) -> None:
+  """One-line ValueError unless `name` is a CIFAR network of the registry (any variant)."""
+  if parse_name(name).family != 'cifar':
+    raise ValueError(f'{name!r} is an ImageNet network: use a CIFAR one (e.g. resnet110_v2)')
 
 
 def read_config(run_dir: Path) -> dict:

@@ -1,4 +1,4 @@
-"""A fake degradation study: metrics.jsonl files in the format of docs/ARCHITECTURE.md, written
+"""A fake study: metrics.jsonl files in the format of docs/ARCHITECTURE.md, written
 from random numbers kept as the ground truth that figures and tables are checked against."""
 
 import json
@@ -21,12 +21,14 @@ def _run_rows(rng: np.random.Generator, model: str, num_steps: int,
       'val_error': rng.uniform(0, 1, len(eval_steps)),
       'grad_norms': rng.uniform(1e-4, 1, (len(train_steps), len(LAYERS))) if grad_norms else None,
       'params': int(rng.integers(1e5, 1e6)), 'wall_time': float(rng.uniform(100, 1000)),
+      'train_loss': rng.uniform(0.5, 2.5, len(train_steps)),
   }
   rows = [{'event': 'start', 'step': 0, 'wall_time': 0.0, 'model': model, 'params': truth['params'],
            'dataset': 'cifar10', 'devices': 1, 'process_count': 1, 'batch_size': 128,
            'num_train_steps': num_steps}]
   for i, step in enumerate(train_steps):
-    row = {'step': int(step), 'wall_time': truth['wall_time'] * step / num_steps, 'train_loss': 2.0,
+    row = {'step': int(step), 'wall_time': truth['wall_time'] * step / num_steps,
+           'train_loss': truth['train_loss'][i],
            'train_error': truth['train_error'][i], 'learning_rate': 0.1, 'images_per_sec': 1000.0}
     if grad_norms:
       row['grad_norms'] = dict(zip(LAYERS, truth['grad_norms'][i].tolist()))

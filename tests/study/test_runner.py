@@ -14,6 +14,7 @@ import numpy as np
 import pytest
 
 from resnet_jax.study import runner
+from resnet_jax.study.studies import DEGRADATION
 from resnet_jax.study.runs import is_finished
 
 REPO = Path(__file__).resolve().parents[2]
@@ -55,7 +56,7 @@ def _rows(path: Path) -> list[dict]:
 def test_bad_flags_are_one_line_errors_before_any_run(tmp_path, flags, message):
   workdir = tmp_path / 'study'
   with pytest.raises(SystemExit) as error:
-    runner.main([f'--workdir={workdir}', *flags])
+    runner.main(DEGRADATION, [f'--workdir={workdir}', *flags])
   text = str(error.value)
   assert '\n' not in text and text.startswith('degradation: ')
   assert re.search(message, text), text
@@ -65,7 +66,7 @@ def test_bad_flags_are_one_line_errors_before_any_run(tmp_path, flags, message):
 def test_bad_quick_steps_is_an_error_before_any_run(tmp_path, monkeypatch):
   monkeypatch.setenv(runner.QUICK_STEPS_ENV, 'ten')
   with pytest.raises(SystemExit, match=r"^degradation: RESNET_JAX_QUICK_STEPS='ten': give a whole"):
-    runner.main([f"--workdir={tmp_path / 'study'}", '--preset=quick'])
+    runner.main(DEGRADATION, [f"--workdir={tmp_path / 'study'}", '--preset=quick'])
   assert not (tmp_path / 'study').exists()
 
 
@@ -83,7 +84,7 @@ def test_cli_prints_one_line_and_exits_nonzero(tmp_path):
 @pytest.mark.parametrize('steps', [12, 120, 300, 640])
 def test_quick_preset_keeps_the_shape_of_the_paper_schedule(monkeypatch, steps):
   monkeypatch.setenv(runner.QUICK_STEPS_ENV, str(steps))
-  quick = runner.preset_overrides('quick', 'resnet110')
+  quick = runner.preset_overrides(DEGRADATION, 'quick', 'resnet110')
   # the paper: 64k steps, lr /10 at 32k and 48k, 400 warm-up steps for ResNet-110 (sec. 4.2)
   assert quick['num_train_steps'] == steps
   assert quick['lr_boundaries'] == (round(steps / 2), round(steps * 3 / 4))
@@ -92,7 +93,7 @@ def test_quick_preset_keeps_the_shape_of_the_paper_schedule(monkeypatch, steps):
   evaluated = {*range(quick['eval_every_steps'], steps + 1, quick['eval_every_steps']), steps}
   assert len(evaluated) >= 10  # the loop evaluates every eval_every_steps and at the end
   assert 'batch_size' not in quick and 'learning_rate' not in quick  # the paper's 128 and 0.1
-  assert runner.preset_overrides('paper', 'resnet110') == {}
+  assert runner.preset_overrides(DEGRADATION, 'paper', 'resnet110') == {}
 
 
 @pytest.mark.parametrize('preset, steps, boundaries, log_every, eval_every, subsets', [
@@ -104,18 +105,18 @@ def test_quick_preset_keeps_the_shape_of_the_paper_schedule(monkeypatch, steps):
 def test_short_presets_are_the_paper_recipe_shrunk(monkeypatch, preset, steps, boundaries,
                                                    log_every, eval_every, subsets):
   monkeypatch.delenv(runner.QUICK_STEPS_ENV, raising=False)
-  config = runner.resolve_config('plain56', [f'--config.{name}={value}' for name, value in
-                                             runner.preset_overrides(preset, 'plain56').items()])
+  config = runner.resolve_config(DEGRADATION, 'plain56', [f'--config.{name}={value}' for name, value in
+                                             runner.preset_overrides(DEGRADATION, preset, 'plain56').items()])
   assert (config.batch_size, config.learning_rate, config.weight_decay) == (128, 0.1, 1e-4)
   assert (config.num_train_steps, tuple(config.lr_boundaries)) == (steps, boundaries)
   assert (config.log_every_steps, config.eval_every_steps) == (log_every, eval_every)
   assert (config.train_subset, config.test_subset) == subsets
   assert config.eval_batch_size == config.test_subset and config.val_split == 0
-  assert runner.PRESETS[preset].models == ('plain20', 'plain56', 'resnet20', 'resnet56')
+  assert DEGRADATION.presets[preset].models == ('plain20', 'plain56', 'resnet20', 'resnet56')
 
 
 def test_jobs_run_every_model_and_seed_in_its_own_workdir(tmp_path):
-  study = runner.parse_flags([f'--workdir={tmp_path}', '--seeds=2', '--preset=quick',
+  study = runner.parse_flags(DEGRADATION, [f'--workdir={tmp_path}', '--seeds=2', '--preset=quick',
                               '--models=plain20,resnet20,plain20', '--dataset=image_folder',
                               '--data_dir=/data/cifar10', '--config.batch_size=32'])
   jobs = runner.make_jobs(study)
@@ -130,7 +131,7 @@ def test_jobs_run_every_model_and_seed_in_its_own_workdir(tmp_path):
   assert job.command[-3:] == ('--config.dataset=image_folder', '--config.data_dir=/data/cifar10',
                               '--config.batch_size=32')
   assert sum(arg.startswith('--config.batch_size=') for arg in job.command) == 1  # the user's
-  paper = runner.make_jobs(runner.parse_flags([f'--workdir={tmp_path}']))
+  paper = runner.make_jobs(runner.parse_flags(DEGRADATION, [f'--workdir={tmp_path}']))
   assert [job.model for job in paper] == [
       'plain20', 'plain32', 'plain44', 'plain56',
       'resnet20', 'resnet32', 'resnet44', 'resnet56', 'resnet110']
@@ -156,7 +157,7 @@ def test_a_run_of_another_preset_is_an_error_before_any_work(tmp_path, monkeypat
   workdir = tmp_path / 'study'
   _finished_run(workdir, QUICK_PLAIN20)
   with pytest.raises(SystemExit) as error:
-    runner.main([f'--workdir={workdir}', '--models=plain20'])  # the paper preset
+    runner.main(DEGRADATION, [f'--workdir={workdir}', '--models=plain20'])  # the paper preset
   text = str(error.value)
   assert text.startswith(f"degradation: {workdir / 'plain20' / 'seed0'} holds a run with ")
   for differ in ('val_split=0 (now 5000)', 'train_subset=10000 (now 0)',
@@ -170,7 +171,7 @@ def test_a_finished_run_of_the_same_preset_is_skipped(tmp_path, monkeypatch, cap
   monkeypatch.delenv(runner.QUICK_STEPS_ENV, raising=False)
   workdir = tmp_path / 'study'
   run_dir = _finished_run(workdir, QUICK_PLAIN20)
-  runner.main([f'--workdir={workdir}', '--preset=quick', '--models=plain20'])
+  runner.main(DEGRADATION, [f'--workdir={workdir}', '--preset=quick', '--models=plain20'])
   assert 'plain20/seed0: finished, skipped' in capsys.readouterr().out
   assert not run_dir.with_suffix('.log').exists()  # never launched
   assert (workdir / 'results.csv').exists() and (workdir / 'figures' / 'figure6.png').exists()
@@ -182,11 +183,11 @@ def test_a_run_without_the_subset_fields_is_another_study(tmp_path):
   _finished_run(workdir, older)
   with pytest.raises(SystemExit, match=r'holds a run with train_subset=None \(now 10000\), '
                      r'test_subset=None \(now 1000\)'):
-    runner.main([f'--workdir={workdir}', '--preset=quick', '--models=plain20'])
+    runner.main(DEGRADATION, [f'--workdir={workdir}', '--preset=quick', '--models=plain20'])
 
 
 def test_parallel_jobs_start_deepest_first_within_each_seed(tmp_path):
-  study = runner.parse_flags([f'--workdir={tmp_path}', '--seeds=2', '--preset=quick',
+  study = runner.parse_flags(DEGRADATION, [f'--workdir={tmp_path}', '--seeds=2', '--preset=quick',
                               '--parallel=2', '--models=resnet20,plain56,resnet56,plain20'])
   assert [(job.model, job.seed) for job in runner.make_jobs(study)] == [
       ('plain56', 0), ('resnet56', 0), ('resnet20', 0), ('plain20', 0),
@@ -301,6 +302,11 @@ def test_tiny_study_trains_is_cut_then_skips_the_finished_run_and_resumes_the_ot
     assert wrong == pytest.approx(np.round(wrong), abs=1e-6)  # errors counted on the subset
     assert table[model]['iterations'] == table[model]['num_train_steps'] == str(TINY_STEPS)
   assert '| resnet8 | 1 |' in (workdir / 'results.md').read_text()
+  # Fig. 7 from each run's last checkpoint: the stem and six 3x3 layers of an 8-layer network.
+  found = json.loads((workdir / 'figures' / 'layer_responses.json').read_text())
+  assert sorted(found) == ['plain8', 'resnet8']
+  assert all(entry['step'] == TINY_STEPS and len(entry['std']) == 7 for entry in found.values())
+  assert (workdir / 'figures' / 'layer_responses.png').stat().st_size > 0
 
   # 4. run_info.json: one record per invocation.
   info = json.loads((workdir / 'run_info.json').read_text())
@@ -317,13 +323,13 @@ def test_tiny_study_trains_is_cut_then_skips_the_finished_run_and_resumes_the_ot
 
 def test_plot_only_without_runs_is_a_one_line_error(tmp_path):
   with pytest.raises(SystemExit, match=r'^degradation: no runs in .*metrics.jsonl$'):
-    runner.main([f"--workdir={tmp_path / 'missing'}", '--plot-only'])
+    runner.main(DEGRADATION, [f"--workdir={tmp_path / 'missing'}", '--plot-only'])
   assert not (tmp_path / 'missing').exists()
 
 
 def test_plot_only_redraws_without_training(fake_study, capsys):
   workdir, _ = fake_study(seeds=1)
-  runner.main([f'--workdir={workdir}', '--plot-only'])
+  runner.main(DEGRADATION, [f'--workdir={workdir}', '--plot-only'])
   drawn = capsys.readouterr().out.split()
   assert drawn == [str(workdir / 'figures' / f'{name}{suffix}') for name in FIGURES
                    for suffix in ('.png', '.svg')] + [str(workdir / 'results.md'),
