@@ -1,4 +1,16 @@
-"""The errors a user of resnet_jax sees, each with its exit status in resnet_jax.main."""
+"""The errors a user of resnet_jax sees, and the exit status each command gives them."""
+
+import sys
+from typing import NoReturn
+
+BAD_INPUT_STATUS = 2  # ConfigError (and every other bad input), found before any work
+DIVERGED_STATUS = 3  # TrainingDiverged
+
+
+def exit_with(message: str, status: int) -> NoReturn:
+  """Ends a command: `message` as one line on stderr, then exit `status`."""
+  print(' '.join(str(message).split()), file=sys.stderr)
+  sys.exit(status)
 
 
 class ConfigError(ValueError):

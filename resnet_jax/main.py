@@ -16,23 +16,20 @@ jax.distributed started from the environment (see resnet_jax/parallel.py).
 """
 
 import json
-import sys
 
 import jax
 from absl import app, flags, logging
 from ml_collections import config_flags
 
 from resnet_jax import parallel
-from resnet_jax.errors import ConfigError, Preempted, TrainingDiverged
+from resnet_jax.errors import (BAD_INPUT_STATUS, DIVERGED_STATUS, ConfigError, Preempted,
+                               TrainingDiverged, exit_with)
 from resnet_jax.train import loop
 
 _CONFIG = config_flags.DEFINE_config_file(
     'config', None, 'Config file, e.g. configs/cifar10.py or configs/cifar10.py:resnet56.')
 _WORKDIR = flags.DEFINE_string('workdir', None, 'Directory for checkpoints and metrics.')
 flags.mark_flags_as_required(['config', 'workdir'])
-
-BAD_INPUT_STATUS = 2
-DIVERGED_STATUS = 3
 
 
 def main(argv: list[str]) -> None:
@@ -45,18 +42,13 @@ def main(argv: list[str]) -> None:
   try:
     summary = loop.train_and_evaluate(config, _WORKDIR.value)
   except ConfigError as error:
-    _exit(f'error: {error}', BAD_INPUT_STATUS)
+    exit_with(f'error: {error}', BAD_INPUT_STATUS)
   except TrainingDiverged as error:
-    _exit(f'error: {error}', DIVERGED_STATUS)
+    exit_with(f'error: {error}', DIVERGED_STATUS)
   except Preempted as stop:
-    _exit(str(stop), 128 + stop.signum)
+    exit_with(str(stop), 128 + stop.signum)
   if jax.process_index() == 0:
     print(json.dumps(summary))
-
-
-def _exit(message: str, status: int) -> None:
-  print(message, file=sys.stderr)
-  sys.exit(status)
 
 
 if __name__ == '__main__':
