@@ -73,13 +73,13 @@ def _curves(runs: Runs, panels: dict[int, list[str]], left: str, width: float) -
   """One panel per depth: `left` (a train_* key) dashed on the left axis, test error in % bold
   on the right axis (He 2016 Fig. 1 and Fig. 6), one colour per unit."""
   fig, unit = figures.new_figure(runs, width * len(panels)), figures.iteration_unit(runs)
+  scale = 100 if left.endswith('error') else 1
   axes = fig.subplots(1, len(panels), squeeze=False)[0]
   for ax, (depth, models) in zip(axes, panels.items()):
     right = ax.twinx()
     for i, model in enumerate(models):
       colour, label = f'C{i}', unit_label(unit_of(model))
       steps, values = mean_curve(runs[model], left)
-      scale = 100 if left.endswith('error') else 1
       ax.plot([step / unit for step in steps], [scale * value for value in values], '--',
               color=colour, linewidth=1, gid=f'{model}/{left}')
       steps, values = mean_curve(runs[model], 'test_error')
@@ -88,7 +88,7 @@ def _curves(runs: Runs, panels: dict[int, list[str]], left: str, width: float) -
     words = left.removeprefix('train_').replace('_', ' ')
     ax.set(title=f'ResNet-{depth} (dashed: training {words}, bold: test error)',
            xlabel=figures.xlabel(unit),
-           ylabel=f'training {words}' + (' (%)' if left.endswith('error') else ''))
+           ylabel=f'training {words}' + (' (%)' if scale == 100 else ''))
     right.set_ylabel('test error (%)')
     right.legend(fontsize='small')
   return fig
