@@ -119,15 +119,15 @@ class Mixing(NamedTuple):
   """How a post-activation unit adds its residual branch F(x) and its shortcut h(x): the
   shortcut variants of He 2016 Fig. 2 / Table 1 (the default is the plain addition, Fig. 2a).
 
-  The unit adds branch_scale * g * F(x) and drop(shortcut_scale * (1 - g) * h(x)):
+  The unit adds branch_scale * g_F * F(x) and drop(shortcut_scale * (1 - g) * h(x)):
   - constant scaling (Fig. 2b): shortcut_scale 0.5, and branch_scale 0.5 for "F scaled by
     1 - lambda" (sec. 3.1);
-  - gating (Fig. 2c, 2d), g = sigmoid(1x1 conv(x) + b_g), the `gate` convolution with its bias
-    initialised to gate_bias: 'exclusive' scales F by g and h by 1 - g (the highway gate,
-    Srivastava et al. 2015); 'shortcut' scales only h by 1 - g (F by 1). With gate 'none', g = 0
-    on h and 1 on F;
+  - gating (Fig. 2c, 2d): g = sigmoid(1x1 conv(x) + b_g), the `gate` convolution with its bias
+    initialised to gate_bias. 'exclusive' gates both paths, g_F = g (the highway gate,
+    Srivastava et al. 2015); 'shortcut' only the shortcut, g_F = 1; 'none' neither (g = 0,
+    g_F = 1);
   - dropout (Fig. 2f): `dropout` is the rate of a non-inverted dropout on the shortcut (see
-    shortcut_dropout).
+    shortcut_dropout), 0 for none.
   """
   shortcut_scale: float = 1.0
   branch_scale: float = 1.0
@@ -141,8 +141,8 @@ def shortcut_dropout(module: nn.Module, x: jnp.ndarray, rate: float, train: bool
   is kept unscaled with probability 1 - rate (flax's 'dropout' rng of `module`), in evaluation x
   is multiplied by its expectation 1 - rate.
 
-  He 2016 sec. 3.1 reads the dropout shortcut as "a scale of lambda with an expectation of 0.5":
-  true of this convention (Torch7's nn.Dropout(p, true), the v1 mode that scales at test time),
+  He 2016 sec. 3.1: dropout "statistically imposes a scale of lambda with an expectation of 0.5
+  on the shortcut", true of this convention (Torch7's nn.Dropout(p, true), the v1 mode that scales at test time),
   not of the inverted dropout of Torch7's default, PyTorch and flax (training output divided by
   1 - rate, expectation 1). The authors released no code for Table 1.
   """

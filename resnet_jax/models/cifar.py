@@ -49,7 +49,7 @@ def gate_settings(unit: str) -> dict | None:
   gate, _, bias = unit.rpartition('_b')
   if gate not in GATES or not bias.isdigit() or str(int(bias)) != bias:
     return None
-  return dict(mixing=Mixing(gate=GATES[gate], gate_bias=-float(bias)))
+  return dict(mixing=Mixing(gate=GATES[gate], gate_bias=float(-int(bias))))
 
 
 def he2016_unit(variant: str) -> str | None:
