@@ -54,6 +54,7 @@ FORMS = ('valid names: CIFAR plain{6n+2}, resnet{6n+2}, resnet{6n+2}_b, resnet{6
          'scale_shortcut, scale_both, exclusive_gate_b{K}, shortcut_gate_b{K}, conv_shortcut, '
          'dropout_shortcut; ImageNet resnet{18,34,50,101,152}[_v1_5|_v2], plain18, plain34 '
          f'(ImageNet first: resnet50 is ImageNet); e.g. {", ".join(MODEL_NAMES[:12])}')
+# prefix, depth, suffix; which suffixes exist is the families' word (cifar.settings, imagenet).
 _NAME = re.compile(r'(plain|resnet|highway)([1-9][0-9]*)((?:_[a-z0-9]+)*)')
 class ModelSpec(NamedTuple):
   family: str  # 'cifar' | 'imagenet'
