@@ -8,7 +8,10 @@ Two PyTorch layouts are read and written, chosen from the model name:
   `resnetN` (v1, stride on the first 1x1 conv) has the same tensors.
 - 'cifar' (CIFAR family, He 2015 sec. 4.2): the common PyTorch CIFAR ResNet, i.e. conv1, bn1,
   layer{1..3}.{i}.conv1/bn1/conv2/bn2, linear. Option A shortcuts hold no tensors; projection
-  shortcuts (options B, C) are shortcut.0 / shortcut.1.
+  shortcuts (options B, C) are shortcut.0 / shortcut.1. Of He 2016's units, resnet{N}_v1 (the
+  original unit with option B, resnet{N}_b) and resnet{N}_conv_shortcut (option C) are converted;
+  the other activation orders, scaled, gated and dropout shortcuts compute functions no PyTorch
+  ResNet of these layouts computes, and are refused by name.
 
 Conv OIHW <-> HWIO, Linear (out, in) <-> Dense (in, out), BatchNorm weight/bias/running_mean/
 running_var <-> scale/bias/mean/var. The mapping is built by walking our own variable tree, so
@@ -25,6 +28,7 @@ import numpy as np
 from flax.traverse_util import flatten_dict, unflatten_dict
 
 from resnet_jax.models import get_model, input_size
+from resnet_jax.models.blocks import ResNet
 from resnet_jax.models.probe import abstract_init
 
 
@@ -52,6 +56,8 @@ _LEAVES = {
 _TO_TORCH_AXES = {4: (3, 2, 0, 1), 2: (1, 0)}
 _BLOCK = re.compile(r'stage(\d+)_block(\d+)')
 _BLOCK_LAYER = re.compile(r'(conv|bn)\d')
+_CONVERTIBLE = ('convert resnet{N}_v1, resnet{N}_conv_shortcut or another plain/resnet (v1, v1.5, '
+                'CIFAR option A/B/C) model instead')
 
 
 class _Tensor(NamedTuple):
@@ -89,9 +95,24 @@ def _torch_module(path: tuple[str, ...], layout: Layout) -> str | None:
   return f'layer{block[1]}.{int(block[2]) - 1}.{shortcut.get(layer, layer)}'
 
 
+def _unmappable(model: ResNet) -> str | None:
+  """What of `model` no PyTorch ResNet of our layouts has (He 2016 variants), None if nothing."""
+  mixing = model.mixing
+  found = [(model.activation != 'original', f'the {model.activation!r} unit (He 2016 Fig. 4)'),
+           (mixing.gate != 'none', f'{mixing.gate} gates'),
+           (mixing.shortcut_scale != 1 or mixing.branch_scale != 1, 'constant scaling'),
+           (mixing.dropout != 0, 'a dropout shortcut')]
+  return next((what for present, what in found if present), None)
+
+
 def _variable_shapes(model_name: str, num_classes: int | None) -> dict[str, tuple[int, ...]]:
-  """Shapes of the model's variables ('params/stem_conv/kernel': shape), in network order."""
+  """Shapes of the model's variables ('params/stem_conv/kernel': shape), in network order;
+  one-line ValueError for a model whose function the PyTorch layouts lack."""
   model = get_model(model_name, num_classes=num_classes)
+  what = _unmappable(model)
+  if what is not None:
+    raise ValueError(f'{model_name} has {what}, which the PyTorch {layout_name(model_name)!r} '
+                     f'layout lacks; {_CONVERTIBLE}')
   variables, _ = abstract_init(model, input_size(model_name))
   return {key: leaf.shape for key, leaf in flatten_dict(variables, sep='/').items()}
 
@@ -107,7 +128,7 @@ def _tensors(model_name: str, num_classes: int | None) -> tuple[_Tensor, ...]:
     if module is None or (collection, leaf) not in _LEAVES:
       raise ValueError(
           f'{model_name} has {ours!r}, which the PyTorch {layout_name(model_name)!r} layout '
-          'lacks; convert a plain/resnet (v1, v1.5, CIFAR option A/B/C) model instead')
+          f'lacks; {_CONVERTIBLE}')
     axes = _TO_TORCH_AXES.get(len(shape), tuple(range(len(shape))))
     tensors.append(_Tensor(ours, module, _LEAVES[collection, leaf], axes, shape))
   modules = {module: i for i, module in enumerate(dict.fromkeys(t.module for t in tensors))}

@@ -3,8 +3,8 @@ Mappings"), and the network that stacks them into stages.
 
 Parameter names are a contract (interop and the gradient-norm figure rely on them):
 `stem_conv`, `stem_bn`, `stage{s}_block{b}` holding `conv{i}`, `bn{i}`, `shortcut_conv`,
-`shortcut_bn` (post-activation projections only), `gate`; `final_bn` (pre-activation networks);
-`head`.
+`shortcut_bn` (post-activation projections only), `gate`, `add_bn` (the BN after the addition of
+He 2016 Fig. 4b); `final_bn` (pre-activation networks); `head`.
 
 Pre-activation details follow the two Torch codes of He 2016: the authors' CIFAR ResNet-164/1001
 (KaimingHe/resnet-1k-layers, resnet-pre-act.lua) and fb.resnet.torch's ImageNet networks
@@ -18,7 +18,7 @@ the same function here (flax's 'SAME' would pad only after).
 
 import functools
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import Any, NamedTuple
 
 import flax.linen as nn
 import jax
@@ -33,6 +33,10 @@ HE_NORMAL = nn.initializers.variance_scaling(2.0, 'fan_in', 'normal')
 # (Srivastava et al. 2015, sec. 2.2).
 GATE_BIAS = -1.0
 SHORTCUTS = ('none', 'A', 'B', 'C')
+# The post-activation unit and its rearrangements, He 2016 Fig. 4 (a)-(d) / Table 2; (e), full
+# pre-activation, is PreActivationBlock.
+ACTIVATIONS = ('original', 'bn_after_add', 'relu_before_add', 'relu_preact')
+GATES = ('none', 'exclusive', 'shortcut')  # He 2016 Fig. 2 (c), (d)
 EXPANSION = 4  # bottleneck output width / 3x3 width (He 2015 Fig. 5)
 
 
@@ -111,13 +115,79 @@ def apply_shortcut(x: jnp.ndarray, features: int, strides: int, kind: str, conv:
   return x if norm is None else norm(name='shortcut_bn')(x)
 
 
-class PostActivationBlock(nn.Module):
-  """Post-activation unit (He 2015 Fig. 2 and Fig. 5): conv-BN-ReLU ... conv-BN, add, ReLU.
+class Mixing(NamedTuple):
+  """How a post-activation unit adds its residual branch F(x) and its shortcut h(x): the
+  shortcut variants of He 2016 Fig. 2 / Table 1 (the default is the plain addition, Fig. 2a).
 
-  `shortcut='none'` is its plain counterpart (sec. 3.1). `gated=True` is the highway unit
-  (Srivastava et al. 2015, the baseline of He 2015 Table 6): relu(T * F(x) + (1 - T) * a(x)),
-  T = sigmoid(1x1 conv of x, with bias), a the option A shortcut; the trailing ReLU is the
-  residual unit's, so the gate is the only difference.
+  The unit adds branch_scale * g_F * F(x) and drop(shortcut_scale * (1 - g) * h(x)):
+  - constant scaling (Fig. 2b): shortcut_scale 0.5, and branch_scale 0.5 for "F scaled by
+    1 - lambda" (sec. 3.1);
+  - gating (Fig. 2c, 2d): g = sigmoid(1x1 conv(x) + b_g), the `gate` convolution with its bias
+    initialised to gate_bias. 'exclusive' gates both paths, g_F = g (the highway gate,
+    Srivastava et al. 2015); 'shortcut' only the shortcut, g_F = 1; 'none' neither (g = 0,
+    g_F = 1);
+  - dropout (Fig. 2f): `dropout` is the rate of a non-inverted dropout on the shortcut (see
+    shortcut_dropout), 0 for none.
+  """
+  shortcut_scale: float = 1.0
+  branch_scale: float = 1.0
+  gate: str = 'none'
+  gate_bias: float = 0.0
+  dropout: float = 0.0
+
+
+def shortcut_dropout(module: nn.Module, x: jnp.ndarray, rate: float, train: bool) -> jnp.ndarray:
+  """Non-inverted dropout of `rate` on the shortcut (He 2016 Fig. 2f): in training each element
+  is kept unscaled with probability 1 - rate (flax's 'dropout' rng of `module`), in evaluation x
+  is multiplied by its expectation 1 - rate.
+
+  He 2016 sec. 3.1: dropout "statistically imposes a scale of lambda with an expectation of 0.5
+  on the shortcut", true of this convention (Torch7's nn.Dropout(p, true), the v1 mode that scales at test time),
+  not of the inverted dropout of Torch7's default, PyTorch and flax (training output divided by
+  1 - rate, expectation 1). The authors released no code for Table 1.
+  """
+  if not train:
+    return (1 - rate) * x
+  keep = jax.random.bernoulli(module.make_rng('dropout'), 1 - rate, x.shape)
+  return jnp.where(keep, x, jnp.zeros_like(x))
+
+
+def mix(module: nn.Module, branch: jnp.ndarray, shortcut: jnp.ndarray, x: jnp.ndarray,
+        mixing: Mixing, conv: ModuleDef, strides: int, train: bool) -> jnp.ndarray:
+  """branch + shortcut as `mixing` says (He 2016 Fig. 2), before the unit's own activation.
+
+  Called inside a block's compact method (`module`), so its `gate` belongs to the block; the gate
+  reads the block's input x with the block's stride.
+  """
+  if mixing.gate != 'none':
+    gate = conv(branch.shape[-1], (1, 1), strides=strides, use_bias=True,
+                bias_init=nn.initializers.constant(mixing.gate_bias), name='gate')
+    g = nn.sigmoid(gate(x))
+    shortcut = (1 - g) * shortcut
+    if mixing.gate == 'exclusive':
+      branch = g * branch
+  shortcut, branch = mixing.shortcut_scale * shortcut, mixing.branch_scale * branch
+  if mixing.dropout:
+    shortcut = shortcut_dropout(module, shortcut, mixing.dropout, train)
+  return branch + shortcut
+
+
+class PostActivationBlock(nn.Module):
+  """Post-activation unit (He 2015 Fig. 2 and Fig. 5): conv-BN-ReLU ... conv-BN, add, ReLU, and
+  the rearrangements of He 2016 Fig. 4 / Table 2 (`activation`, one of ACTIVATIONS):
+  (a) 'original';
+  (b) 'bn_after_add': conv-BN-ReLU ... conv, add, BN (`add_bn`), ReLU;
+  (c) 'relu_before_add': conv-BN-ReLU ... conv-BN-ReLU, add (nothing after the addition);
+  (d) 'relu_preact': ReLU-conv-BN ... ReLU-conv-BN, add. The ReLU before the split reads the
+      previous unit's sum (in the first unit, the stem's output, which it leaves unchanged); a
+      projection shortcut reads the activated input, as in the full pre-activation unit, an
+      identity shortcut the raw one.
+
+  `shortcut='none'` is the plain counterpart (He 2015 sec. 3.1), original activation only.
+  `mixing` is how branch and shortcut are added (Mixing: He 2016 Fig. 2 / Table 1); the highway
+  unit of He 2015 Table 6 (Srivastava et al. 2015), relu(T * F(x) + (1 - T) * a(x)), is its
+  exclusive gate with bias GATE_BIAS on an option A shortcut. `train` is the mode of the
+  shortcut dropout (BN's is bound in `norm`).
   """
   width: int
   strides: int
@@ -126,30 +196,40 @@ class PostActivationBlock(nn.Module):
   shortcut: str = 'A'
   bottleneck: bool = False
   stride_on_3x3: bool = False
-  gated: bool = False
+  activation: str = 'original'
+  mixing: Mixing = Mixing()
   zero_init_residual: bool = False
+  train: bool = False
 
   @nn.compact
   def __call__(self, x: jnp.ndarray) -> jnp.ndarray:
     layers = branch_layers(self.width, self.strides, self.bottleneck, self.stride_on_3x3)
     features = layers[-1][1]
-    y = x
+    activated = nn.relu(x) if self.activation == 'relu_preact' else x
+    y = self._branch(activated, layers)
+    if self.shortcut == 'none':
+      return nn.relu(y)
+    projection = projects(self.shortcut, x.shape[-1], features, self.strides)
+    shortcut = apply_shortcut(activated if projection else x, features, self.strides,
+                              self.shortcut, self.conv, self.norm)
+    y = mix(self, y, shortcut, x, self.mixing, self.conv, self.strides, self.train)
+    if self.activation == 'bn_after_add':
+      y = self.norm(name='add_bn')(y)
+    return nn.relu(y) if self.activation in ('original', 'bn_after_add') else y
+
+  def _branch(self, y: jnp.ndarray, layers: list[tuple[int, int, int]]) -> jnp.ndarray:
+    """The residual branch F: conv{i}-bn{i} with ReLUs between (and after the last BN for
+    'relu_before_add'); 'bn_after_add' has no BN after its last convolution."""
     for i, (kernel, width, strides) in enumerate(layers, 1):
       y = conv_layer(self.conv, width, kernel, strides, name=f'conv{i}')(y)
       last = i == len(layers)
+      if last and self.activation == 'bn_after_add':
+        return y
       zero = last and self.zero_init_residual and self.shortcut != 'none'
       y = self.norm(scale_init=scale_init(zero), name=f'bn{i}')(y)
-      if not last:
+      if not last or self.activation == 'relu_before_add':
         y = nn.relu(y)
-    if self.shortcut == 'none':
-      return nn.relu(y)
-    shortcut = apply_shortcut(x, features, self.strides, self.shortcut, self.conv, self.norm)
-    if self.gated:
-      gate = self.conv(features, (1, 1), strides=self.strides, use_bias=True,
-                       bias_init=nn.initializers.constant(GATE_BIAS), name='gate')
-      t = nn.sigmoid(gate(x))
-      return nn.relu(t * y + (1 - t) * shortcut)
-    return nn.relu(y + shortcut)
+    return y
 
 
 class PreActivationBlock(nn.Module):
@@ -198,8 +278,11 @@ class ResNet(nn.Module):
   Stage s holds `stage_sizes[s-1]` blocks of 3x3 width `widths[s-1]` (x4 output for
   bottlenecks); every stage after the first halves the feature map in its first block. The stem
   is a `stem_kernel` convolution of `widths[0]` filters with stride `stem_strides`, BN and ReLU,
-  then a 3x3/2 max-pool if `stem_pool`. Pre-activation networks end with `final_bn` and ReLU.
-  `shortcut` is one of SHORTCUTS ('none': the plain network, post-activation only);
+  then a 3x3/2 max-pool if `stem_pool`. `preactivation` builds PreActivationBlock units (He 2016
+  Fig. 4e), and the network ends with `final_bn` and ReLU; otherwise PostActivationBlock units
+  of `activation` (He 2016 Fig. 4a-d) and `mixing` (Fig. 2), and 'relu_preact' ends with a ReLU:
+  the "extra activation" after the last unit's addition (He 2016 appendix), ReLU-only here.
+  `shortcut` is one of SHORTCUTS ('none': the plain network, original unit only);
   `stride_on_3x3` moves a bottleneck's stride from its first 1x1 to its 3x3.
   Convolutions are He-initialised; the classifier `head` keeps flax's Dense default (LeCun
   normal kernel, zero bias), as no ReLU follows it.
@@ -217,16 +300,17 @@ class ResNet(nn.Module):
   bottleneck: bool = False
   shortcut: str = 'A'
   stride_on_3x3: bool = False
-  gated: bool = False
+  activation: str = 'original'
+  mixing: Mixing = Mixing()
   zero_init_residual: bool = False
   dtype: Any = jnp.float32
   stream_barriers: bool = False
 
   def __post_init__(self) -> None:
-    if self.shortcut not in SHORTCUTS:
-      raise ValueError(f'unknown shortcut {self.shortcut!r}: use one of {", ".join(SHORTCUTS)}')
-    if self.preactivation and self.shortcut == 'none':
-      raise ValueError("pre-activation units need a shortcut: use 'A', 'B' or 'C'")
+    problem = unit_problem(self.shortcut, self.preactivation, self.activation, self.mixing,
+                           self.zero_init_residual)
+    if problem:
+      raise ValueError(problem)
     super().__post_init__()
 
   @nn.compact
@@ -241,10 +325,12 @@ class ResNet(nn.Module):
     for s, (size, width) in enumerate(zip(self.stage_sizes, self.widths), 1):
       for b in range(1, size + 1):
         strides = 2 if s > 1 and b == 1 else 1
-        block = self._block(s, b)(width, strides, conv, norm, name=f'stage{s}_block{b}')
+        block = self._block(s, b, train)(width, strides, conv, norm, name=f'stage{s}_block{b}')
         x = self._stream(block(x))
     if self.preactivation:
-      x = nn.relu(norm(name='final_bn')(x))
+      x = norm(name='final_bn')(x)
+    if self.preactivation or self.activation == 'relu_preact':
+      x = nn.relu(x)
     x = jnp.mean(x, axis=(1, 2))
     return nn.Dense(self.num_classes, dtype=self.dtype, param_dtype=jnp.float32, name='head')(x)
 
@@ -252,10 +338,30 @@ class ResNet(nn.Module):
     """The residual stream between blocks, behind a barrier with `stream_barriers`."""
     return jax.lax.optimization_barrier(x) if self.stream_barriers else x
 
-  def _block(self, stage: int, block: int) -> ModuleDef:
+  def _block(self, stage: int, block: int, train: bool) -> ModuleDef:
     """The unit class of this network, with everything but width, strides and layers bound."""
     common = dict(shortcut=self.shortcut, bottleneck=self.bottleneck,
                   stride_on_3x3=self.stride_on_3x3, zero_init_residual=self.zero_init_residual)
     if self.preactivation:
       return functools.partial(PreActivationBlock, preactivated=stage == 1 and block == 1, **common)
-    return functools.partial(PostActivationBlock, gated=self.gated, **common)
+    return functools.partial(PostActivationBlock, activation=self.activation, mixing=self.mixing,
+                             train=train, **common)
+
+
+def unit_problem(shortcut: str, preactivation: bool, activation: str, mixing: Mixing,
+                 zero_init_residual: bool) -> str | None:
+  """Why ResNet's unit settings do not make a network (one line), or None if they do."""
+  if shortcut not in SHORTCUTS:
+    return f'unknown shortcut {shortcut!r}: use one of {", ".join(SHORTCUTS)}'
+  if activation not in ACTIVATIONS:
+    return f'unknown activation {activation!r}: use one of {", ".join(ACTIVATIONS)}'
+  if mixing.gate not in GATES:
+    return f'unknown gate {mixing.gate!r}: use one of {", ".join(GATES)}'
+  if preactivation and shortcut == 'none':
+    return "pre-activation units need a shortcut: use 'A', 'B' or 'C'"
+  if (preactivation or shortcut == 'none') and (activation != 'original' or mixing != Mixing()):
+    return ('activation and mixing variants (He 2016 Fig. 2, 4a-d) are of the post-activation '
+            'residual unit: use preactivation=False and a shortcut')
+  if zero_init_residual and activation == 'bn_after_add':
+    return 'zero_init_residual needs a BN ending each residual branch, which bn_after_add lacks'
+  return None

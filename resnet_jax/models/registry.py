@@ -8,9 +8,13 @@ CIFAR family (32x32 inputs, 10 classes by default; He 2015 sec. 4.2), depth 6n+2
   resnet{6n+2}_b   option B: projections only where the shape changes
   resnet{6n+2}_c   option C: projections on every block
   highway{6n+2}    highway network (Srivastava et al. 2015), gated option A shortcuts
-  resnet{N}_v2     pre-activation network (He 2016). Depth < 164: basic units, N = 6n+2
-                   (resnet110_v2); depth >= 164: bottleneck units, N = 9n+2 (resnet164_v2,
-                   resnet1001_v2), as He 2016 Table 4. Option B shortcuts.
+CIFAR units of He 2016, resnet{N}_{unit}: option B shortcuts; N = 6n+2 (basic units) below 164,
+N = 9n+2 (bottleneck units) from 164 on (resnet110_v1, resnet164_v1, resnet1001_v2):
+  activations (Fig. 4 / Table 2): v1 (a, original; resnet{N}_v1 is resnet{N}_b below 164),
+    bn_after_add (b), relu_before_add (c), relu_preact (d), v2 (e, full pre-activation)
+  shortcuts on the original unit (Fig. 2 / Table 1): scale_shortcut (0.5 on the shortcut),
+    scale_both (0.5 on both), exclusive_gate_b{K} and shortcut_gate_b{K} (gate bias b_g = -K),
+    conv_shortcut (option C), dropout_shortcut (dropout 0.5 on the shortcut)
 ImageNet family (224x224 inputs, 1000 classes by default; He 2015 Table 1), option B shortcuts:
   resnet{18,34,50,101,152}        v1 as the paper (bottleneck stride on the first 1x1)
   resnet{18,34,50,101,152}_v1_5   stride on the 3x3 (torchvision); 18 and 34 equal v1
@@ -33,21 +37,28 @@ MODEL_NAMES = (
     'plain20', 'plain32', 'plain44', 'plain56', 'plain110',
     'resnet20', 'resnet32', 'resnet44', 'resnet56', 'resnet110', 'resnet1202',
     'resnet56_b', 'resnet56_c', 'highway20', 'highway56',
-    'resnet110_v2', 'resnet164_v2', 'resnet1001_v2',
+    'resnet110_v1', 'resnet110_bn_after_add', 'resnet110_relu_before_add', 'resnet110_relu_preact',
+    'resnet110_v2', 'resnet110_scale_shortcut', 'resnet110_scale_both',
+    'resnet110_exclusive_gate_b0', 'resnet110_exclusive_gate_b6', 'resnet110_exclusive_gate_b7',
+    'resnet110_shortcut_gate_b0', 'resnet110_shortcut_gate_b6', 'resnet110_conv_shortcut',
+    'resnet110_dropout_shortcut',
+    'resnet164_v1', 'resnet164_bn_after_add', 'resnet164_relu_before_add', 'resnet164_relu_preact',
+    'resnet164_v2', 'resnet1001_v1', 'resnet1001_v2',
     'plain18', 'plain34', 'resnet18', 'resnet34', 'resnet50', 'resnet101', 'resnet152',
     'resnet50_v1_5', 'resnet101_v1_5', 'resnet152_v1_5', 'resnet50_v2', 'resnet101_v2',
     'resnet152_v2',
 )
 FORMS = ('valid names: CIFAR plain{6n+2}, resnet{6n+2}, resnet{6n+2}_b, resnet{6n+2}_c, '
-         'highway{6n+2}, resnet{6n+2}_v2 (depth < 164), resnet{9n+2}_v2 (depth >= 164), n >= 1; '
-         'ImageNet resnet{18,34,50,101,152}[_v1_5|_v2], plain18, plain34 '
+         'highway{6n+2}, n >= 1; He 2016 resnet{6n+2}_UNIT (depth < 164), resnet{9n+2}_UNIT '
+         '(depth >= 164), UNIT one of v1, bn_after_add, relu_before_add, relu_preact, v2, '
+         'scale_shortcut, scale_both, exclusive_gate_b{K}, shortcut_gate_b{K}, conv_shortcut, '
+         'dropout_shortcut; ImageNet resnet{18,34,50,101,152}[_v1_5|_v2], plain18, plain34 '
          f'(ImageNet first: resnet50 is ImageNet); e.g. {", ".join(MODEL_NAMES[:12])}')
-_NAME = re.compile(r'(plain|resnet|highway)([1-9][0-9]*)(_v1_5|_v2|_b|_c)?')
-
-
+# prefix, depth, suffix; which suffixes exist is the families' word (cifar.settings, imagenet).
+_NAME = re.compile(r'(plain|resnet|highway)([1-9][0-9]*)((?:_[a-z0-9]+)*)')
 class ModelSpec(NamedTuple):
   family: str  # 'cifar' | 'imagenet'
-  variant: str  # a key of cifar.VARIANTS or imagenet.VARIANTS
+  variant: str  # a CIFAR variant (cifar.settings) or a key of imagenet.VARIANTS
   depth: int
 
 
@@ -57,10 +68,10 @@ def parse_name(name: str) -> ModelSpec:
   if match is None:
     raise ValueError(f'unknown model {name!r}; {FORMS}')
   prefix, depth, suffix = match.groups()
-  variant, depth = prefix + (suffix or ''), int(depth)
+  variant, depth = prefix + suffix, int(depth)
   if imagenet.is_imagenet(depth, variant):
     return ModelSpec('imagenet', variant, depth)
-  if variant not in cifar.VARIANTS:
+  if cifar.settings(variant) is None:
     raise ValueError(f'unknown model {name!r}: no such variant at depth {depth}; {FORMS}')
   try:
     cifar.blocks_per_stage(depth, variant)

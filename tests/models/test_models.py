@@ -420,7 +420,7 @@ def test_bad_names_raise_one_line_listing_forms(name):
     get_model(name)
   message = str(error.value)
   assert '\n' not in message and repr(name) in message
-  assert 'resnet{6n+2}' in message and 'resnet{9n+2}_v2' in message and 'resnet20' in message
+  assert 'resnet{6n+2}' in message and 'resnet{9n+2}_UNIT' in message and 'resnet20' in message
 
 
 def test_impossible_depth_says_why():
