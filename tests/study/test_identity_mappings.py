@@ -104,7 +104,7 @@ def test_variants_chart_puts_ours_beside_the_papers(fake_study):
     assert x == pytest.approx(np.mean(finals))
   paper = dict(zip(labels, _line(fig, 'paper/resnet110').get_xdata()))
   assert paper['original'] == 6.61 and paper['full pre-activation'] == 6.37
-  assert paper['shortcut x0.5'] == identity_figures.FAIL_AXIS  # "fail" in Table 1
+  assert paper['dropout shortcut'] == identity_figures.FAIL_AXIS  # "fail" in Table 1
 
 
 def test_plot_only_draws_the_study_and_its_table(fake_study, capsys):
