@@ -9,7 +9,8 @@ With --workdir the run's config.json is taken as it is (model, data, normalisati
 --torch_weights the data come from --config as for resnet_jax.main (pass
 --config.normalization=given for weights trained on ImageNet-normalised inputs, as released
 PyTorch CIFAR weights are). Prints one JSON line: "top1_error", "top5_error" (100 classes or
-more), "loss", "examples", "checkpoint_step" (null for PyTorch weights), "split". With --output
+more), "loss", "examples", "checkpoint_step" (null for PyTorch weights), "split", "devices".
+With --output
 it also writes OUT/evaluation.json, OUT/per_class.csv (examples, correct and accuracy per class)
 and OUT/confusion.png and .svg (rows: true class, columns: predicted), each atomically. 'best' is
 the kept checkpoint with the lowest error on the split the run ranked its checkpoints by (val,
@@ -244,7 +245,7 @@ def evaluate(workdir: str, which: str = 'best', split: str = 'test',
 def run(request: Request) -> dict:
   """Evaluates a checked request and writes its outputs; returns the JSON line's dict."""
   logits, labels, names, step = predictions(request)
-  row = summarize(logits, labels, step, request.split)
+  row = {**summarize(logits, labels, step, request.split), 'devices': jax.device_count()}
   if request.output is not None:
     write_outputs(request.output, row, confusion(logits, labels, len(names)), names)
   return row
