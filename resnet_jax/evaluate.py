@@ -83,6 +83,7 @@ def check(workdir: str, which: str = 'best', split: str = 'test',
   the fix."""
   try:
     config = checkpoint.run_config(workdir)
+    parallel.check_divisible('eval_batch_size', config.eval_batch_size)
     _check_split(config, split)
     step = checkpoint.choose_step(workdir, config, which)
   except ValueError as error:

@@ -16,6 +16,7 @@ import pytest
 
 from resnet_jax import cli, evaluate
 from resnet_jax.data import sources
+from resnet_jax.config import IMAGENET_MEAN, IMAGENET_STD
 from resnet_jax.errors import BAD_INPUT_STATUS, ConfigError
 from resnet_jax.train import loop, metrics
 from tests.tiny import tiny_config
@@ -125,7 +126,8 @@ def test_bad_input_is_refused_before_any_work(run, tmp_path, capsys, make, flags
                    None if output is None else str(output))
   assert '\n' not in str(error.value)
   argv = [f'--workdir={workdir}', f'--checkpoint={flags.get("which", "best")}',
-          f'--split={flags.get("split", "test")}'] + ([] if output is None else [f'--output={output}'])
+          f'--split={flags.get("split", "test")}']
+  argv += [] if output is None else [f'--output={output}']
   with pytest.raises(SystemExit) as stop:
     cli.run(evaluate.main, evaluate.FLAGS, ['evaluate', *argv])
   assert stop.value.code == BAD_INPUT_STATUS
@@ -165,9 +167,9 @@ def peer_and_folder(root: Path):
 
   Returns (weights file, data_dir, PyTorch logits of the test images in folder order).
   """
-  from tests.test_convert import random_peer, released_file  # pylint: disable=import-outside-toplevel
   import torch  # pylint: disable=import-outside-toplevel
   from PIL import Image  # pylint: disable=import-outside-toplevel
+  from tests.test_convert import random_peer, released_file
   model = random_peer(seed=3, num_classes=PEER_CLASSES)
   rng = np.random.default_rng(0)
   images = rng.integers(0, 256, (400, 32, 32, 3), dtype=np.uint8)
@@ -193,7 +195,6 @@ def torch_logits(model, images: np.ndarray) -> np.ndarray:
   """PyTorch's logits of uint8 NHWC images normalised as config normalization='given' (ImageNet's
   mean and std)."""
   import torch  # pylint: disable=import-outside-toplevel
-  from resnet_jax.config import IMAGENET_MEAN, IMAGENET_STD  # pylint: disable=import-outside-toplevel
   x = (images / 255.0 - np.array(IMAGENET_MEAN)) / np.array(IMAGENET_STD)
   with torch.no_grad():
     return model(torch.from_numpy(x.transpose(0, 3, 1, 2)).float()).numpy()

@@ -2,7 +2,8 @@
 
     python -m resnet_jax.interop.convert --torch_weights=FILE --model=NAME --workdir=DIR \\
         [--config=configs/cifar10.py --config.FIELD=VALUE ...]
-    python -m resnet_jax.interop.convert --workdir=DIR --to_torch=FILE [--checkpoint=best|latest|STEP]
+    python -m resnet_jax.interop.convert --workdir=DIR --to_torch=FILE \\
+        [--checkpoint=best|latest|STEP]
 
 Import: FILE (a state_dict, or a .th checkpoint with one under 'state_dict', 'module.' prefixes
 of DataParallel stripped) becomes checkpoint 0 of DIR, with DIR/config.json: --config (default
