@@ -3,7 +3,8 @@
 Bad input (config, data set, workdir, a checkpoint of another model) raises
 ConfigError before anything is written or trained. Re-running the same command
 resumes from the latest intact checkpoint in workdir; a finished run is left as
-it is.
+it is. A fresh run with config.init_from starts from that workdir's or PyTorch file's
+parameters and BN statistics (initialize_from), with a fresh optimizer at step 0.
 
 Reliability:
 - A checkpoint saved inside a log interval carries that interval's partial
