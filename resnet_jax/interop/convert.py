@@ -6,8 +6,8 @@
         [--checkpoint=best|latest|STEP]
 
 Import: FILE (a state_dict, or a .th checkpoint with one under 'state_dict', 'module.' prefixes
-of DataParallel stripped) becomes checkpoint 0 of DIR, with DIR/config.json: --config (default
-configs/cifar10.py for the CIFAR family, configs/imagenet.py otherwise) for NAME with
+of DataParallel stripped) becomes checkpoint 0 of DIR, with DIR/config.json for NAME: --config
+as it is, else configs/cifar10.py (CIFAR family) or configs/imagenet.py with
 normalization='given' (ImageNet's mean and std, the inputs released PyTorch weights were trained
 on). `python -m resnet_jax.evaluate --workdir=DIR --checkpoint=latest` evaluates it, and
 `--config.init_from=DIR` (or FILE itself) starts a fine-tuning run of resnet_jax.main from it.
@@ -50,13 +50,14 @@ _CONFIG = config_flags.DEFINE_config_file(
 
 
 def import_config(model: str, classes: int, base: ml_collections.ConfigDict | None):
-  """The config.json of an imported workdir: `base` (or the family's config file) for `model`
-  with ImageNet's normalisation ('given'), checked."""
+  """The config.json of an imported workdir: `base` as it is, or the family's config file with
+  ImageNet's normalisation ('given', as released PyTorch weights expect), for `model`; checked."""
   if base is None:
     base = cifar10.get_config(model) if models.input_size(model) == 32 else imagenet.get_config(
         model)
+    base.normalization = 'given'
   config = ml_collections.ConfigDict(base.to_dict())
-  config.model, config.normalization = model, 'given'
+  config.model = model
   if 'num_classes' in config:
     config.num_classes = classes
   config_lib.validate(config)
