@@ -20,7 +20,11 @@ from resnet_jax.data.names import DATASETS, STREAMING_DATASETS
 
 REQUIRED = object()  # a value every config file must choose
 PIPELINES = ('in_memory', 'streaming')
-NORMALIZATIONS = ('per_pixel_mean', 'per_channel')
+NORMALIZATIONS = ('per_pixel_mean', 'per_channel', 'given')
+# ImageNet's per-channel statistics of RGB in 0..1 (torchvision's, fb.resnet.torch's): the streamed
+# pipeline's mean, and the inputs released PyTorch weights (CIFAR ones too) were trained on.
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -38,13 +42,20 @@ FIELDS = {
     'model': Field('model', 'network name (resnet_jax.models.get_model)', identity=True),
     'half_precision': Field('model', 'bfloat16 activations (float32 parameters)', False),
     'zero_init_residual': Field('model', "zero scale of each residual branch's last BN", False),
+    'init_from': Field('model', 'a workdir (its best, else latest checkpoint) or a PyTorch .pt/.th '
+                       'file: initial params and BN statistics, for fine-tuning', ''),
     # data, every pipeline
     'dataset': Field('data', f'one of {DATASETS}', identity=True),
     'data_dir': Field('data', 'folder of the data (tfds data_dir, or the image folder)', ''),
     'tfds_manual_dir': Field('data', 'folder with the official archive, for tfds offline', ''),
     'val_split': Field('data', 'train examples held out for validation (0: none)', 0,
                        'non_negative', identity=True),
-    'normalization': Field('data', f'one of {NORMALIZATIONS}', 'per_pixel_mean'),
+    'normalization': Field('data', f"one of {NORMALIZATIONS}; 'given': normalization_mean and "
+                           '_std (e.g. for imported PyTorch weights)', 'per_pixel_mean'),
+    'normalization_mean': Field('data', "normalization='given': per-channel mean, RGB in 0..1",
+                                IMAGENET_MEAN),
+    'normalization_std': Field('data', "normalization='given': per-channel std, RGB in 0..1",
+                               IMAGENET_STD),
     'augment': Field('data', 'train-time augmentation', True),
     'image_size': Field('data', "image side: synthetic data's, the streamed crop's", 32),
     'batch_size': Field('data', 'global train batch', check='positive', result=True),
@@ -123,7 +134,16 @@ def new_config(pipeline: str, **values) -> ml_collections.ConfigDict:
 
 
 def pipeline_of(config) -> str:
-  return 'streaming' if config.dataset in STREAMING_DATASETS else 'in_memory'
+  return 'streaming' if config.get('dataset') in STREAMING_DATASETS else 'in_memory'
+
+
+def with_defaults(saved: dict) -> ml_collections.ConfigDict:
+  """A saved config (a workdir's config.json) with the defaults of fields added since it was
+  written; validate() it as any other."""
+  pipeline = pipeline_of(saved)
+  added = {name: FIELDS[name].default for name in fields_of(pipeline)
+           if name not in saved and FIELDS[name].default is not REQUIRED}
+  return ml_collections.ConfigDict({**saved, **added})
 
 
 def validate(config) -> None:
@@ -153,6 +173,10 @@ def validate(config) -> None:
   if config.normalization not in NORMALIZATIONS:
     raise ValueError(f'normalization={config.normalization!r} is unknown; choose one of '
                      f'{NORMALIZATIONS}')
+  given = (config.normalization_mean, config.normalization_std)
+  if any(len(values) != 3 for values in given) or not all(s > 0 for s in given[1]):
+    raise ValueError(f'normalization_mean={tuple(given[0])} and normalization_std='
+                     f'{tuple(given[1])} must have 3 values (RGB), the std ones > 0')
   boundaries = list(config.lr_boundaries) if config.schedule in ('piecewise', 'plateau') else []
   if boundaries != sorted(set(boundaries)) or (boundaries and boundaries[0] <= config.warmup_steps):
     raise ValueError(f'lr_boundaries={tuple(boundaries)} must increase strictly and start after '

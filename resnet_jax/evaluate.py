@@ -1,16 +1,23 @@
-"""Evaluates a run's checkpoint on one split, every example exactly once.
+"""Evaluates a run's checkpoint, or PyTorch weights, on one split, every example exactly once.
 
     python -m resnet_jax.evaluate --workdir=DIR [--checkpoint=best|latest|STEP] [--split=test|val]
         [--output=OUT]
+    python -m resnet_jax.evaluate --torch_weights=FILE --model=NAME --config=configs/cifar10.py \\
+        [--config.FIELD=VALUE ...] [--split=test|val] [--output=OUT]
 
-The run's config.json is taken as it is (model, data, normalisation). Prints one JSON line:
-"top1_error", "top5_error" (100 classes or more), "loss", "examples", "checkpoint_step",
-"split". With --output it also writes OUT/evaluation.json, OUT/per_class.csv (examples, correct
-and accuracy per class) and OUT/confusion.png and .svg (rows: true class, columns: predicted),
-each atomically. 'best' is the kept checkpoint with the lowest error on the split the run ranked
-its checkpoints by (val, else test: metrics.jsonl's eval rows). Bad input (a workdir without
-checkpoints, an unknown split, no best checkpoint, an output folder that is a file or holds an
-earlier evaluation) is one line on stderr and exit status 2, before any work.
+With --workdir the run's config.json is taken as it is (model, data, normalisation); with
+--torch_weights the data come from --config as for resnet_jax.main (pass
+--config.normalization=given for weights trained on ImageNet-normalised inputs, as released
+PyTorch CIFAR weights are). Prints one JSON line: "top1_error", "top5_error" (100 classes or
+more), "loss", "examples", "checkpoint_step" (null for PyTorch weights), "split", "devices".
+With --output
+it also writes OUT/evaluation.json, OUT/per_class.csv (examples, correct and accuracy per class)
+and OUT/confusion.png and .svg (rows: true class, columns: predicted), each atomically. 'best' is
+the kept checkpoint with the lowest error on the split the run ranked its checkpoints by (val,
+else test: metrics.jsonl's eval rows). Partial batches are padded and masked, on any number of
+devices. Bad input (a workdir without checkpoints, an unknown split, no best checkpoint, a file
+that is no state_dict or does not fit the model, an output folder that is a file or holds an
+earlier evaluation) is one line on stderr and exit status 2, before anything is written.
 """
 
 from __future__ import annotations
@@ -19,99 +26,117 @@ import csv
 import dataclasses
 import io
 import json
-import sys
 from pathlib import Path
+from typing import Any
 
 import jax
 import ml_collections
 import numpy as np
-from absl import app, flags
+from absl import flags
 from matplotlib.figure import Figure
+from ml_collections import config_flags
 
+from resnet_jax import cli, parallel
 from resnet_jax import config as config_lib
-from resnet_jax import parallel
 from resnet_jax.errors import ConfigError
 from resnet_jax.files import atomic_write_text
+from resnet_jax.interop import pytorch, torch_files
 from resnet_jax.study.figures import save_figure
-from resnet_jax.study.runs import read_config
-from resnet_jax.train import checkpoint, loop, metrics, steps
+from resnet_jax.train import checkpoint, loop, steps
 
-_WORKDIR = flags.DEFINE_string('workdir', None, 'the run folder (config.json, checkpoints/)')
-_CHECKPOINT = flags.DEFINE_string('checkpoint', 'best', "'best', 'latest' or a step number")
-_SPLIT = flags.DEFINE_string('split', 'test', "'test', or 'val' where the run had one")
-_OUTPUT = flags.DEFINE_string('output', None, 'folder for the JSON, per-class CSV and confusion')
-flags.mark_flags_as_required(['workdir'])
+FLAGS = flags.FlagValues()
+_WORKDIR = flags.DEFINE_string('workdir', None, 'the run folder (config.json, checkpoints/)',
+                               flag_values=FLAGS)
+_CHECKPOINT = flags.DEFINE_string('checkpoint', 'best', "'best', 'latest' or a step number",
+                                  flag_values=FLAGS)
+_TORCH_WEIGHTS = flags.DEFINE_string('torch_weights', None, 'a PyTorch .pt/.th state_dict file',
+                                     flag_values=FLAGS)
+_MODEL = flags.DEFINE_string('model', None, 'the network of --torch_weights', flag_values=FLAGS)
+_CONFIG = config_flags.DEFINE_config_file(
+    'config', None, 'with --torch_weights: the data, e.g. configs/cifar10.py', flag_values=FLAGS)
+_SPLIT = flags.DEFINE_string('split', 'test', "'test', or 'val' where the run had one",
+                             flag_values=FLAGS)
+_OUTPUT = flags.DEFINE_string('output', None, 'folder for the JSON, per-class CSV and confusion',
+                              flag_values=FLAGS)
 
-BAD_INPUT_STATUS = 2
 OUTPUT_FILES = ('evaluation.json', 'per_class.csv', 'confusion.png', 'confusion.svg')
 
 
 @dataclasses.dataclass(frozen=True)
 class Request:
-  """A checked request: the run's config, the step to restore and where to write."""
+  """A checked request: the config, the network to evaluate and where to write.
 
-  workdir: Path
+  The network is checkpoint `step` of `workdir`, or `variables` converted from PyTorch.
+  """
+
   config: ml_collections.ConfigDict
-  step: int
   split: str
   output: Path | None
+  workdir: Path | None = None
+  step: int | None = None
+  variables: dict[str, Any] | None = None
 
 
-def check(workdir: str, which: str, split: str, output: str | None) -> Request:
-  """Every check before any work; a ConfigError naming the problem and the fix."""
-  run = Path(workdir)
-  saved = read_config(run) if run.is_dir() else {}
-  if not saved:
-    raise ConfigError(f'{run} holds no run (no config.json): give the --workdir of a run')
-  config = ml_collections.ConfigDict(saved)
-  config_lib.validate(config)
+def check(workdir: str, which: str = 'best', split: str = 'test',
+          output: str | None = None) -> Request:
+  """Every check of a run's evaluation before any work; a ConfigError naming the problem and
+  the fix."""
+  try:
+    config = checkpoint.run_config(workdir)
+    parallel.check_divisible('eval_batch_size', config.eval_batch_size)
+    _check_split(config, split)
+    step = checkpoint.choose_step(workdir, config, which)
+  except ValueError as error:
+    raise ConfigError(str(error)) from None
+  return Request(config, split, _check_output(output), workdir=Path(workdir), step=step)
+
+
+def check_torch(torch_weights: str, model: str, config: ml_collections.ConfigDict | None,
+                split: str = 'test', output: str | None = None) -> Request:
+  """Every check of an evaluation of PyTorch weights before the data are read: the file holds a
+  state_dict that fits `model` (the first missing or mis-shaped tensor named otherwise)."""
+  if config is None:
+    raise ConfigError('--torch_weights needs --config for the data, e.g. '
+                      '--config=configs/cifar10.py --config.dataset=image_folder')
+  if not model:
+    raise ConfigError('--torch_weights needs --model, the network the file holds')
+  config = ml_collections.ConfigDict(config.to_dict())
+  config.model = model
+  try:
+    config_lib.validate(config)
+    parallel.check_divisible('eval_batch_size', config.eval_batch_size)
+    _check_split(config, split)
+    state_dict = torch_files.load_state_dict(torch_weights)
+    variables = pytorch.from_torch(state_dict, model, pytorch.head_classes(state_dict, model))
+  except ValueError as error:
+    raise ConfigError(f'--torch_weights={torch_weights}: {error}') from None
+  return Request(config, split, _check_output(output), variables=variables)
+
+
+def _check_split(config, split: str) -> None:
   splits = ('val', 'test') if config.val_split else ('test',)
   if split not in splits:
-    raise ConfigError(f'--split={split}: this run has {" and ".join(splits)}; use one of them')
-  step = _step(run, config, which, splits[0])
-  out = None if output is None else Path(output)
-  if out is not None and out.exists() and not out.is_dir():
+    raise ValueError(f'--split={split}: this run has {" and ".join(splits)}; use one of them')
+
+
+def _check_output(output: str | None) -> Path | None:
+  if output is None:
+    return None
+  out = Path(output)
+  if out.exists() and not out.is_dir():
     raise ConfigError(f'--output={out} is a file: give a folder')
-  if out is not None and any((out / name).exists() for name in OUTPUT_FILES):
+  if any((out / name).exists() for name in OUTPUT_FILES):
     raise ConfigError(f'--output={out} holds an earlier evaluation: give another folder or '
                       'remove it')
-  return Request(run, config, step, split, out)
+  return out
 
 
-def _step(run: Path, config, which: str, ranked_by: str) -> int:
-  """The step of 'latest', 'best' or a number, among the checkpoints on disk."""
-  with checkpoint.Checkpointer(str(run), config.keep_checkpoints, f'{ranked_by}_error') as ckpt:
-    kept = ckpt.steps()
-  if not kept:
-    raise ConfigError(f'{run} has no checkpoint: train it first (python -m resnet_jax.main)')
-  if which == 'latest':
-    return kept[-1]
-  if which == 'best':
-    errors = {row['step']: row[f'{ranked_by}_error']
-              for row in metrics.read_rows(str(run / metrics.METRICS_FILE))
-              if f'{ranked_by}_error' in row}
-    ranked = [step for step in kept if step in errors]
-    if not ranked:
-      raise ConfigError(f'{run} kept no evaluated checkpoint, so no best one: use '
-                        f'--checkpoint=latest or one of the steps {kept}')
-    return min(ranked, key=lambda step: (errors[step], step))
-  if not which.isdigit() or int(which) not in kept:
-    raise ConfigError(f'--checkpoint={which}: use best, latest or one of the steps {kept}')
-  return int(which)
-
-
-def predictions(request: Request) -> tuple[np.ndarray, np.ndarray, list[str], int]:
+def predictions(request: Request) -> tuple[np.ndarray, np.ndarray, list[str], int | None]:
   """(logits [N, classes] float32, labels [N]) of every example of the split in order, the
-  class names and the restored step."""
+  class names and the restored step (None for PyTorch weights)."""
   mesh = parallel.make_mesh()
   setup = loop.build(request.config, mesh)
-  ranked_by = setup.data.eval_splits[0]
-  with checkpoint.Checkpointer(str(request.workdir), request.config.keep_checkpoints,
-                               f'{ranked_by}_error') as ckpt:
-    try:
-      state, _ = ckpt.restore_step(request.step, setup.state)
-    except ValueError as error:
-      raise ConfigError(str(error)) from None
+  state = _network(request, setup, mesh)
   prepare = setup.data.prepare
 
   @jax.jit
@@ -129,10 +154,26 @@ def predictions(request: Request) -> tuple[np.ndarray, np.ndarray, list[str], in
     logits.append(out[mask])
     labels.append(truth[mask])
   return (np.concatenate(logits), np.concatenate(labels), list(setup.data.class_names),
-          int(state.step))
+          request.step)
 
 
-def summarize(logits: np.ndarray, labels: np.ndarray, step: int, split: str) -> dict:
+def _network(request: Request, setup: loop.Setup, mesh):
+  """setup.state holding the network to evaluate: the checkpoint, or the converted weights."""
+  if request.variables is None:
+    with checkpoint.Checkpointer(str(request.workdir), request.config.keep_checkpoints,
+                                 checkpoint.best_metric(request.config)) as ckpt:
+      try:
+        return ckpt.restore_step(request.step, setup.state)[0]
+      except ValueError as error:
+        raise ConfigError(str(error)) from None
+  classes = request.variables['params']['head']['kernel'].shape[-1]
+  if classes != setup.data.num_classes:
+    raise ConfigError(f'the PyTorch weights have {classes} classes but the data '
+                      f'{setup.data.num_classes}; give the matching --config.dataset')
+  return checkpoint.with_network(setup.state, request.variables)
+
+
+def summarize(logits: np.ndarray, labels: np.ndarray, step: int | None, split: str) -> dict:
   """The JSON line: top-1 (and for 100+ classes top-5) error, mean cross-entropy, counts."""
   loss = float(np.mean(jax.device_get(steps.cross_entropy(logits, labels))))
   row = {'split': split, 'checkpoint_step': step, 'examples': int(len(labels)),
@@ -151,6 +192,7 @@ def confusion(logits: np.ndarray, labels: np.ndarray, classes: int) -> np.ndarra
 
 
 def per_class_csv(counts: np.ndarray, names: list[str]) -> str:
+  """class, examples, correct, accuracy: one row per class of the confusion counts."""
   text = io.StringIO()
   writer = csv.writer(text, lineterminator='\n')
   writer.writerow(('class', 'examples', 'correct', 'accuracy'))
@@ -161,6 +203,7 @@ def per_class_csv(counts: np.ndarray, names: list[str]) -> str:
 
 
 def confusion_figure(counts: np.ndarray, names: list[str], title: str) -> Figure:
+  """The confusion counts as an image, class names on both axes (counts written up to 20)."""
   size = max(4.0, 0.45 * len(names) + 2)
   fig = Figure(figsize=(size, size))
   ax = fig.add_subplot()
@@ -179,11 +222,13 @@ def confusion_figure(counts: np.ndarray, names: list[str], title: str) -> Figure
 
 
 def write_outputs(output: Path, row: dict, counts: np.ndarray, names: list[str]) -> list[Path]:
+  """OUTPUT_FILES in `output`, each atomically; returns their paths."""
   output.mkdir(parents=True, exist_ok=True)
   atomic_write_text(output / 'evaluation.json', json.dumps(row, indent=2) + '\n')
   atomic_write_text(output / 'per_class.csv', per_class_csv(counts, names))
-  title = (f'{row["split"]} split, step {row["checkpoint_step"]}: top-1 error '
-           f'{100 * row["top1_error"]:.2f}%')
+  step = row['checkpoint_step']
+  title = (f'{row["split"]} split, {"PyTorch weights" if step is None else f"step {step}"}: '
+           f'top-1 error {100 * row["top1_error"]:.2f}%')
   fig = confusion_figure(counts, names, title)
   paths = [output / name for name in OUTPUT_FILES]
   for path in paths[2:]:
@@ -193,25 +238,32 @@ def write_outputs(output: Path, row: dict, counts: np.ndarray, names: list[str])
 
 def evaluate(workdir: str, which: str = 'best', split: str = 'test',
              output: str | None = None) -> dict:
-  """Checks the request, evaluates, writes the outputs; returns the JSON line's dict."""
-  request = check(workdir, which, split, output)
+  """Checks the request, evaluates the run's checkpoint, writes the outputs; returns the JSON
+  line's dict."""
+  return run(check(workdir, which, split, output))
+
+
+def run(request: Request) -> dict:
+  """Evaluates a checked request and writes its outputs; returns the JSON line's dict."""
   logits, labels, names, step = predictions(request)
-  row = summarize(logits, labels, step, request.split)
+  row = {**summarize(logits, labels, step, request.split), 'devices': jax.device_count()}
   if request.output is not None:
     write_outputs(request.output, row, confusion(logits, labels, len(names)), names)
   return row
 
 
-def main(argv: list[str]) -> None:
-  if len(argv) > 1:
-    raise app.UsageError(f'unexpected arguments: {argv[1:]}')
-  try:
-    row = evaluate(_WORKDIR.value, _CHECKPOINT.value, _SPLIT.value, _OUTPUT.value)
-  except (ConfigError, ValueError) as error:
-    print(f'error: {error}', file=sys.stderr)
-    sys.exit(BAD_INPUT_STATUS)
-  print(json.dumps(row))
+def main() -> None:
+  """The command: a run's checkpoint (--workdir) or PyTorch weights (--torch_weights)."""
+  if (_WORKDIR.value is None) == (_TORCH_WEIGHTS.value is None):
+    raise ConfigError('give either --workdir=DIR or --torch_weights=FILE --model=NAME '
+                      '--config=...')
+  if _WORKDIR.value is not None:
+    request = check(_WORKDIR.value, _CHECKPOINT.value, _SPLIT.value, _OUTPUT.value)
+  else:
+    request = check_torch(_TORCH_WEIGHTS.value, _MODEL.value, _CONFIG.value, _SPLIT.value,
+                          _OUTPUT.value)
+  print(json.dumps(run(request)))
 
 
 if __name__ == '__main__':
-  app.run(main)
+  cli.run(main, FLAGS)

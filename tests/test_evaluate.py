@@ -1,5 +1,7 @@
 """python -m resnet_jax.evaluate: a run's checkpoint evaluated on every example once, the same
-numbers as the run's own evaluation, on 1 and 8 devices; files written; bad input refused."""
+numbers as the run's own evaluation, on 1 and 8 devices; files written; bad input refused (one
+line, exit 2, nothing written); PyTorch weights give PyTorch's predictions on every image when
+normalised as they were trained (normalization='given')."""
 
 import csv
 import json
@@ -9,11 +11,13 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 
-from resnet_jax import evaluate
+from resnet_jax import cli, evaluate
 from resnet_jax.data import sources
-from resnet_jax.errors import ConfigError
+from resnet_jax.config import IMAGENET_MEAN, IMAGENET_STD
+from resnet_jax.errors import BAD_INPUT_STATUS, ConfigError
 from resnet_jax.train import loop, metrics
 from tests.tiny import tiny_config
 
@@ -76,6 +80,7 @@ def test_cli_on_eight_devices_prints_the_one_device_numbers(run):
   assert (eight['examples'], eight['checkpoint_step']) == (one['examples'], one['checkpoint_step'])
   assert eight['top1_error'] == pytest.approx(one['top1_error'], abs=1e-6)
   assert eight['loss'] == pytest.approx(one['loss'], rel=1e-4)
+  assert (one['devices'], eight['devices']) == (1, 8)
 
 
 def unevaluated(run: Path, tmp_path: Path) -> Path:
@@ -105,7 +110,7 @@ def no_checkpoints(run: Path, tmp_path: Path) -> Path:
     (lambda run, tmp: run, {'output': 'file'}, r'--output=.* is a file: give a folder'),
     (lambda run, tmp: run, {'output': 'earlier'}, r'holds an earlier evaluation'),
 ])
-def test_bad_input_is_refused_before_any_work(run, tmp_path, make, flags, message):
+def test_bad_input_is_refused_before_any_work(run, tmp_path, capsys, make, flags, message):
   workdir = make(run, tmp_path)
   output = flags.pop('output', None)
   if output == 'file':
@@ -120,6 +125,14 @@ def test_bad_input_is_refused_before_any_work(run, tmp_path, make, flags, messag
     evaluate.check(str(workdir), flags.get('which', 'best'), flags.get('split', 'test'),
                    None if output is None else str(output))
   assert '\n' not in str(error.value)
+  argv = [f'--workdir={workdir}', f'--checkpoint={flags.get("which", "best")}',
+          f'--split={flags.get("split", "test")}']
+  argv += [] if output is None else [f'--output={output}']
+  with pytest.raises(SystemExit) as stop:
+    cli.run(evaluate.main, evaluate.FLAGS, ['evaluate', *argv])
+  assert stop.value.code == BAD_INPUT_STATUS
+  out, err = capsys.readouterr()
+  assert out == '' and len(err.strip().splitlines()) == 1 and err.startswith('error: ')
   assert sorted(p.relative_to(tmp_path) for p in tmp_path.rglob('*')) == before
 
 
@@ -127,6 +140,111 @@ def test_cli_bad_input_is_one_line_and_exit_2(tmp_path):
   done = subprocess.run([sys.executable, '-m', 'resnet_jax.evaluate',
                          f'--workdir={tmp_path / "nowhere"}', f'--output={tmp_path / "out"}'],
                         cwd=REPO, capture_output=True, text=True, timeout=120)
-  assert done.returncode == 2
+  assert done.returncode == BAD_INPUT_STATUS
   assert done.stderr.strip().splitlines()[-1].startswith('error: ')
   assert 'holds no run' in done.stderr and not (tmp_path / 'out').exists()
+
+
+def test_evaluate_and_convert_import_beside_modules_with_global_flags():
+  import benchmarks.throughput  # noqa: F401  defines a global --output, as evaluate once did
+  import resnet_jax.main  # noqa: F401  defines a global --config and --workdir
+  from resnet_jax.interop import convert
+  assert convert.FLAGS is not evaluate.FLAGS
+  assert 'output' in evaluate.FLAGS and 'config' in evaluate.FLAGS
+
+
+# --- PyTorch weights: the same predictions as PyTorch on the same normalised inputs ---------
+
+PEER_CLASSES = 3
+TEST_IMAGES = 13  # with eval batches of 8 on 8 devices: a partial batch, and devices without any
+EVAL_BATCH = 8
+
+
+def peer_and_folder(root: Path):
+  """A random-weight PyTorch resnet8 of PEER_CLASSES classes, saved as a released .th file, and
+  an image folder whose test images are filed under the class PyTorch predicts for them (each
+  with a clear margin), so that matching predictions read as top-1 error 0.
+
+  Returns (weights file, data_dir, PyTorch logits of the test images in folder order).
+  """
+  import torch  # pylint: disable=import-outside-toplevel
+  from PIL import Image  # pylint: disable=import-outside-toplevel
+  from tests.test_convert import random_peer, released_file
+  model = random_peer(seed=3, num_classes=PEER_CLASSES)
+  rng = np.random.default_rng(0)
+  images = rng.integers(0, 256, (400, 32, 32, 3), dtype=np.uint8)
+  logits = torch_logits(model, images)
+  model.linear.bias.data -= torch.from_numpy(logits.mean(axis=0))  # spread the predictions
+  logits = torch_logits(model, images)
+  ordered = np.sort(logits, axis=1)
+  clear = np.flatnonzero(ordered[:, -1] - ordered[:, -2] > 1e-2)
+  predicted = logits.argmax(axis=1)
+  chosen = [next(i for i in clear if predicted[i] == c) for c in range(PEER_CLASSES)]
+  chosen += [i for i in clear if i not in chosen][:TEST_IMAGES - PEER_CLASSES]
+  data_dir = root / 'data'
+  for n, i in enumerate(chosen):
+    for split in ('train', 'test'):
+      folder = data_dir / split / f'c{predicted[i]}'
+      folder.mkdir(parents=True, exist_ok=True)
+      Image.fromarray(images[i]).save(folder / f'{n:02d}.png')
+  order = sorted(chosen, key=lambda i: (predicted[i], f'{chosen.index(i):02d}'))
+  return released_file(root / 'peer.th', model), data_dir, torch_logits(model, images[order])
+
+
+def torch_logits(model, images: np.ndarray) -> np.ndarray:
+  """PyTorch's logits of uint8 NHWC images normalised as config normalization='given' (ImageNet's
+  mean and std)."""
+  import torch  # pylint: disable=import-outside-toplevel
+  x = (images / 255.0 - np.array(IMAGENET_MEAN)) / np.array(IMAGENET_STD)
+  with torch.no_grad():
+    return model(torch.from_numpy(x.transpose(0, 3, 1, 2)).float()).numpy()
+
+
+def peer_flags(weights: Path, data_dir: Path) -> list[str]:
+  return [f'--torch_weights={weights}', '--model=resnet8', '--config=configs/cifar10.py:resnet8',
+          '--config.dataset=image_folder', f'--config.data_dir={data_dir}',
+          '--config.normalization=given', f'--config.batch_size={EVAL_BATCH}',
+          f'--config.eval_batch_size={EVAL_BATCH}']
+
+
+def peer_request(weights: Path, data_dir: Path, **values) -> evaluate.Request:
+  from configs import cifar10  # pylint: disable=import-outside-toplevel
+  config = cifar10.get_config('resnet8')
+  config.update(dict(dataset='image_folder', data_dir=str(data_dir), normalization='given',
+                     batch_size=EVAL_BATCH, eval_batch_size=EVAL_BATCH, **values))
+  return evaluate.check_torch(str(weights), 'resnet8', config)
+
+
+def test_torch_weights_predict_as_pytorch_on_every_image_on_1_and_8_devices(tmp_path):
+  pytest.importorskip('torch')
+  weights, data_dir, expected = peer_and_folder(tmp_path)
+  logits, labels, names, step = evaluate.predictions(peer_request(weights, data_dir))
+  assert (len(labels), step, names) == (TEST_IMAGES, None, ['c0', 'c1', 'c2'])
+  np.testing.assert_allclose(logits, expected, rtol=1e-4, atol=1e-4)
+  np.testing.assert_array_equal(logits.argmax(axis=1), expected.argmax(axis=1))
+  env = dict(os.environ, XLA_FLAGS='--xla_force_host_platform_device_count=8',
+             JAX_PLATFORMS='cpu', PYTHONPATH=str(REPO))
+  done = subprocess.run([sys.executable, '-m', 'resnet_jax.evaluate',
+                         *peer_flags(weights, data_dir), f'--output={tmp_path / "out"}'],
+                        cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
+  assert done.returncode == 0, done.stderr[-2000:]
+  row = json.loads(done.stdout.strip().splitlines()[-1])
+  assert (row['examples'], row['checkpoint_step'], row['top1_error']) == (TEST_IMAGES, None, 0.0)
+  assert row['devices'] == 8
+  import torch  # pylint: disable=import-outside-toplevel
+  loss = torch.nn.functional.cross_entropy(torch.from_numpy(expected), torch.from_numpy(
+      expected.argmax(axis=1))).item()
+  assert row['loss'] == pytest.approx(loss, rel=1e-4, abs=1e-6)
+  with open(tmp_path / 'out' / 'per_class.csv') as f:
+    assert [c['accuracy'] for c in csv.DictReader(f)] == ['1.0000'] * PEER_CLASSES
+
+
+def test_torch_weights_of_another_model_or_no_state_dict_are_refused(tmp_path):
+  import torch  # pylint: disable=import-outside-toplevel
+  weights, data_dir, _ = peer_and_folder(tmp_path)
+  with pytest.raises(ConfigError, match=r"--torch_weights=.*: state_dict has no "
+                                        r"'layer1.1.conv1.weight'"):
+    evaluate.check_torch(str(weights), 'resnet14', peer_request(weights, data_dir).config)
+  torch.save({'epoch': 3}, tmp_path / 'meta.pt')
+  with pytest.raises(ConfigError, match=r'holds a dict, not a state_dict of tensors'):
+    peer_request(tmp_path / 'meta.pt', data_dir)

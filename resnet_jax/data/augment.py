@@ -8,7 +8,9 @@ Units: `augment` keeps pixel values in 0..255; `pixel_stats` returns its means
 and standard deviations in 0..1 units, and `normalize` divides the images by
 255 before applying them. With 'per_pixel_mean' the inputs therefore lie in
 [-1, 1] (mean image subtracted, std 1), with 'per_channel' they have unit
-variance per channel.
+variance per channel, with 'given' they are normalised with the config's
+normalization_mean and normalization_std (given_stats), as imported weights
+expect. `normalize` is the one formula of both pipelines (in memory and streamed).
 """
 
 from __future__ import annotations
@@ -58,9 +60,18 @@ def _crop_and_flip(
   return image[rows[:, None], cols[None, :]]
 
 
-def normalize(images: jax.Array, mean: jax.Array, std: jax.Array) -> jax.Array:
-  """(images / 255 - mean) / std in float32; mean and std in 0..1 units (see pixel_stats)."""
-  return (jnp.asarray(images, jnp.float32) / MAX_PIXEL - mean) / std
+def normalize(images, mean, std):
+  """(images / 255 - mean) / std; mean and std in 0..1 units (pixel_stats, given_stats).
+
+  Any array type (jax, numpy, a tf.Tensor): pass float32 images for float32 inputs.
+  """
+  return (images / MAX_PIXEL - mean) / std
+
+
+def given_stats(config) -> tuple[np.ndarray, np.ndarray]:
+  """normalization='given': config.normalization_mean and _std as float32 [C], 0..1 units."""
+  return (np.asarray(config.normalization_mean, np.float32),
+          np.asarray(config.normalization_std, np.float32))
 
 
 def pixel_stats(train_images: np.ndarray, mode: str) -> tuple[np.ndarray, np.ndarray]:
@@ -70,8 +81,10 @@ def pixel_stats(train_images: np.ndarray, mode: str) -> tuple[np.ndarray, np.nda
   [H,W,C]. 'per_channel': per-channel mean and standard deviation [C] over all
   pixels. Sums run in float64 over chunks, so no float copy of the data is made.
   """
-  if mode not in NORMALIZATIONS:
-    raise ValueError(f'normalization={mode!r} is unknown; choose one of {NORMALIZATIONS}')
+  if mode not in NORMALIZATIONS or mode == 'given':
+    computed = [name for name in NORMALIZATIONS if name != 'given']
+    raise ValueError(f'normalization={mode!r} is not computed from images; choose one of '
+                     f'{computed}')
   if train_images.ndim != 4 or not len(train_images):
     raise ValueError(f'pixel_stats needs images [N,H,W,C] with N >= 1, got {train_images.shape}')
   total = np.zeros(train_images.shape[1:], np.float64)

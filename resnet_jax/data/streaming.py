@@ -32,14 +32,11 @@ import tensorflow as tf
 import tensorflow_datasets as tfds
 
 from resnet_jax import config as config_lib
-from resnet_jax.config import NORMALIZATIONS
+from resnet_jax.config import IMAGENET_MEAN, IMAGENET_STD, NORMALIZATIONS
 from resnet_jax.data import folders
-from resnet_jax.data.augment import MAX_PIXEL
+from resnet_jax.data.augment import given_stats, normalize
 from resnet_jax.data.names import STREAMING_DATASETS, TFDS_STREAMED
 
-# ImageNet statistics of RGB in [0, 255] (the constants of torchvision and fb.resnet.torch).
-MEAN_RGB = (0.485 * 255, 0.456 * 255, 0.406 * 255)
-STDDEV_RGB = (0.229 * 255, 0.224 * 255, 0.225 * 255)
 # Principal components of ImageNet RGB in [0, 1], for the colour augmentation of AlexNet [21]
 # (the values fb.resnet.torch uses); eigenvectors are the columns.
 PCA_EIGVAL = (0.2175, 0.0188, 0.0045)
@@ -382,10 +379,19 @@ def _resize(image: tf.Tensor, size: int) -> tf.Tensor:
 
 
 def _normalize(image: tf.Tensor, config: ml_collections.ConfigDict) -> tf.Tensor:
-  """RGB in [0, 255] to the units of resnet_jax.data.augment.normalize: the mean subtracted,
-  divided by 255 ('per_pixel_mean') or by the per-channel std ('per_channel')."""
-  scale = tf.constant(STDDEV_RGB) if config.normalization == 'per_channel' else MAX_PIXEL
-  return tf.cast((image - tf.constant(MEAN_RGB)) / scale, _output_dtype(config))
+  """RGB in [0, 255] through resnet_jax.data.augment.normalize with stream_stats."""
+  mean, std = stream_stats(config)
+  return tf.cast(normalize(image, mean, std), _output_dtype(config))
+
+
+def stream_stats(config: ml_collections.ConfigDict) -> tuple[np.ndarray, np.ndarray]:
+  """Mean and std (float32 [3], 0..1 units) of streamed inputs: ImageNet's mean with std 1
+  ('per_pixel_mean': no mean image is computed from a stream) or ImageNet's std
+  ('per_channel'), or the config's own ('given')."""
+  if config.normalization == 'given':
+    return given_stats(config)
+  std = IMAGENET_STD if config.normalization == 'per_channel' else (1.0, 1.0, 1.0)
+  return np.asarray(IMAGENET_MEAN, np.float32), np.asarray(std, np.float32)
 
 
 def _output_dtype(config: ml_collections.ConfigDict) -> tf.DType:

@@ -136,9 +136,10 @@ def _tensors(model_name: str, num_classes: int | None) -> tuple[_Tensor, ...]:
   return tuple(sorted(tensors, key=lambda t: (modules[t.module], leaves[t.name])))
 
 
-def _check(found: Mapping[str, Any], expected: Mapping[str, tuple[int, ...]],
+def check_tensors(found: Mapping[str, Any], expected: Mapping[str, tuple[int, ...]],
            ignored: set[str], source: str, what: str) -> None:
-  """Raise one ValueError naming the first missing, mis-shaped or unexpected entry of found."""
+  """Raise one ValueError naming the first missing, mis-shaped or unexpected entry of found
+  (name -> array) against expected (name -> shape); `source` and `what` name both sides."""
   for key, shape in expected.items():
     if key not in found:
       prefixed = f'module.{key}' in found
@@ -165,6 +166,13 @@ def _as_float32(value: Any) -> np.ndarray:
   return np.array(value, dtype=np.float32)
 
 
+def head_classes(state_dict: Mapping[str, Any], model_name: str) -> int | None:
+  """The class count of the classifier in a state_dict of model_name's layout; None where it
+  has none (from_torch then names the missing tensor)."""
+  head = state_dict.get(f'{LAYOUTS[layout_name(model_name)].head}.weight')
+  return None if head is None else int(head.shape[0])
+
+
 def from_torch(state_dict: Mapping[str, Any], model_name: str,
                num_classes: int | None = None) -> dict[str, Any]:
   """A PyTorch state_dict (torch tensors or numpy arrays) -> {'params', 'batch_stats'}.
@@ -175,7 +183,7 @@ def from_torch(state_dict: Mapping[str, Any], model_name: str,
   """
   tensors = _tensors(model_name, num_classes)
   batchnorms = {f'{t.module}.num_batches_tracked' for t in tensors if t.name == 'running_var'}
-  _check(state_dict, {t.key: t.torch_shape for t in tensors}, batchnorms, 'state_dict',
+  check_tensors(state_dict, {t.key: t.torch_shape for t in tensors}, batchnorms, 'state_dict',
          _describe(model_name, tensors))
   flat = {t.ours: np.transpose(_as_float32(state_dict[t.key]), np.argsort(t.axes))
           for t in tensors}
@@ -194,7 +202,7 @@ def to_torch(variables: Mapping[str, Any], model_name: str,
   flat = flatten_dict({c: variables[c] for c in ('params', 'batch_stats')}, sep='/')
   head = flat.get('params/head/kernel')
   tensors = _tensors(model_name, None if head is None else head.shape[-1])
-  _check(flat, {t.ours: t.shape for t in tensors}, set(), 'variables',
+  check_tensors(flat, {t.ours: t.shape for t in tensors}, set(), 'variables',
          _describe(model_name, tensors))
   state_dict = {}
   for t in tensors:

@@ -31,10 +31,14 @@ import orbax.checkpoint as ocp
 from absl import logging
 from jax.experimental import multihost_utils
 
+from resnet_jax import config as config_lib
+from resnet_jax import models
 from resnet_jax.config import IDENTITY_FIELDS
 from resnet_jax.errors import NonFiniteStateError
 from resnet_jax.files import atomic_write_text, one_line
-from resnet_jax.train.state import TrainState
+from resnet_jax.train import metrics as metrics_lib
+from resnet_jax.train import optim
+from resnet_jax.train.state import TrainState, create_train_state
 
 CHECKPOINT_DIR = 'checkpoints'
 DAMAGED_DIR = 'damaged_checkpoints'
@@ -82,6 +86,87 @@ def write_config(config, workdir: str) -> None:
   """Saves the resolved config as workdir/config.json (atomically)."""
   atomic_write_text(os.path.join(workdir, CONFIG_FILE),
                     json.dumps(config.to_dict(), indent=2, sort_keys=True) + '\n')
+
+
+def run_config(workdir: str):
+  """workdir's config.json as it was saved (with the defaults of fields added since), checked; a
+  one-line ValueError when there is none."""
+  path = os.path.join(workdir, CONFIG_FILE)
+  try:
+    with open(path) as f:
+      saved = json.load(f)
+  except FileNotFoundError:
+    raise ValueError(f'{workdir} holds no run (no {CONFIG_FILE}): give the workdir of a '
+                     'run') from None
+  except (OSError, ValueError) as error:
+    raise ValueError(f'{path} cannot be read ({one_line(error)})') from None
+  config = config_lib.with_defaults(saved)
+  config_lib.validate(config)
+  return config
+
+
+def best_metric(config) -> str:
+  """The metric a run ranks its checkpoints by: validation error, else test error."""
+  return 'val_error' if config.val_split else 'test_error'
+
+
+def choose_step(workdir: str, config, which: str) -> int:
+  """The step of which='latest', 'best' (lowest best_metric among the kept checkpoints, by the
+  run's metrics.jsonl) or a step number among the checkpoints in workdir; one-line ValueError
+  naming the choices otherwise."""
+  with Checkpointer(workdir, config.keep_checkpoints, best_metric(config)) as ckpt:
+    kept = ckpt.steps()
+  if not kept:
+    raise ValueError(f'{workdir} has no checkpoint: train it first (python -m resnet_jax.main)')
+  if which == 'latest':
+    return kept[-1]
+  if which == 'best':
+    metric = best_metric(config)
+    errors = {row['step']: row[metric] for row in
+              metrics_lib.read_rows(os.path.join(workdir, metrics_lib.METRICS_FILE))
+              if metric in row}
+    ranked = [step for step in kept if step in errors]
+    if not ranked:
+      raise ValueError(f'{workdir} kept no evaluated checkpoint, so no best one: use '
+                       f'--checkpoint=latest or one of the steps {kept}')
+    return min(ranked, key=lambda step: (errors[step], step))
+  if not which.isdigit() or int(which) not in kept:
+    raise ValueError(f'--checkpoint={which}: use best, latest or one of the steps {kept}')
+  return int(which)
+
+
+def best_else_latest(workdir: str, config) -> int:
+  """The best checkpoint's step where the run ranked one, else the latest's."""
+  try:
+    return choose_step(workdir, config, 'best')
+  except ValueError:
+    return choose_step(workdir, config, 'latest')
+
+
+def with_network(state: TrainState, variables: Mapping) -> TrainState:
+  """`state` with variables' params and batch_stats (host or device arrays of the same tree),
+  each placed and typed like the array it replaces; the rest of the state is kept."""
+  place = lambda new, like: jax.device_put(np.asarray(new, like.dtype), like.sharding)
+  return state.replace(params=jax.tree.map(place, variables['params'], state.params),
+                       batch_stats=jax.tree.map(place, variables['batch_stats'],
+                                                state.batch_stats))
+
+
+def restore_variables(workdir: str, step: int, mesh) -> dict:
+  """{'params', 'batch_stats'} of checkpoint `step` of the run in workdir, replicated on mesh.
+
+  The whole state is restored (and its checksum checked) into a template built from the run's
+  own config.json, with the class count its checkpoint holds; only the network is returned.
+  """
+  config = run_config(workdir)
+  with Checkpointer(workdir, config.keep_checkpoints, best_metric(config)) as ckpt:
+    classes = ckpt.shapes(step)['params/head/kernel'][-1]
+    size = models.input_size(config.model)
+    model = models.get_model(config.model, classes, zero_init_residual=config.zero_init_residual)
+    template = create_train_state(model, optim.create_optimizer(config).tx, (size, size, 3),
+                                  config.seed, mesh)
+    state, _ = ckpt.restore_step(step, template)
+  return {'params': state.params, 'batch_stats': state.batch_stats}
 
 
 def _reason(error: BaseException, limit: int = 200) -> str:
@@ -168,6 +253,10 @@ class Checkpointer:
   def steps(self) -> list[int]:
     """The steps on disk, oldest first."""
     return sorted(self._manager.all_steps())
+
+  def shapes(self, step: int) -> dict[str, tuple[int, ...]]:
+    """'params/head/kernel' -> shape for every array of step `step` (from its metadata)."""
+    return _shapes(self._manager.item_metadata(step)['state'])
 
   def restore_step(self, step: int, template: TrainState) -> tuple[TrainState, dict]:
     """Step `step`, laid out like `template`, and its meta; ValueError when it is damaged (it

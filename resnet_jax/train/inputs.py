@@ -14,7 +14,7 @@ from jax.sharding import Mesh
 
 from resnet_jax import parallel
 from resnet_jax.data import order, sources
-from resnet_jax.data.augment import augment, normalize, pixel_stats
+from resnet_jax.data.augment import augment, given_stats, normalize, pixel_stats
 from resnet_jax.data.names import STREAMING_DATASETS
 from resnet_jax.errors import ConfigError
 from resnet_jax.train import steps
@@ -73,7 +73,8 @@ class InMemoryData:
     if len(dataset.train) < config.batch_size:
       raise ValueError(f'batch_size={config.batch_size} exceeds the {len(dataset.train)} '
                        'training examples; lower batch_size')
-    mean, std = _pixel_stats(dataset.train, config.normalization)
+    mean, std = (given_stats(config) if config.normalization == 'given' else
+                 _pixel_stats(dataset.train, config.normalization))
     stats = parallel.replicate({'mean': mean, 'std': std}, mesh)
     splits = {'train': dataset.train, 'val': dataset.val, 'test': dataset.test}
     self._splits = {name: split for name, split in splits.items() if split is not None}

@@ -3,7 +3,8 @@
 Bad input (config, data set, workdir, a checkpoint of another model) raises
 ConfigError before anything is written or trained. Re-running the same command
 resumes from the latest intact checkpoint in workdir; a finished run is left as
-it is.
+it is. A fresh run with config.init_from starts from that workdir's or PyTorch file's
+parameters and BN statistics (initialize_from), with a fresh optimizer at step 0.
 
 Reliability:
 - A checkpoint saved inside a log interval carries that interval's partial
@@ -33,11 +34,13 @@ from collections.abc import Callable
 import jax
 import jax.numpy as jnp
 import numpy as np
+from flax.traverse_util import flatten_dict
 from jax.sharding import Mesh
 
 from resnet_jax import config as config_lib
 from resnet_jax import models, parallel
 from resnet_jax.errors import ConfigError, NonFiniteStateError, Preempted, TrainingDiverged
+from resnet_jax.interop import pytorch, torch_files
 from resnet_jax.stop import STOP_SIGNALS
 from resnet_jax.train import checkpoint, metrics, optim, steps
 from resnet_jax.train.inputs import Data, load_data
@@ -54,8 +57,44 @@ def validate_config(config, workdir: str) -> None:
     models.get_model(config.model)
     optim.create_optimizer(config)
     checkpoint.check_workdir(config, workdir)
+    _check_init_from(config.init_from)
   except ValueError as error:
     raise ConfigError(str(error)) from None
+
+
+def _check_init_from(source: str) -> None:
+  """init_from is empty, a PyTorch weight file or a run's workdir."""
+  if not source:
+    return
+  if torch_files.is_torch_file(source):
+    if not os.path.isfile(source):
+      raise ValueError(f'init_from={source} is not a file')
+  elif not os.path.isfile(os.path.join(source, checkpoint.CONFIG_FILE)):
+    raise ValueError(f'init_from={source} is neither a PyTorch file '
+                     f'({", ".join(torch_files.SUFFIXES)}) nor a workdir with a '
+                     f'{checkpoint.CONFIG_FILE}')
+
+
+def initialize_from(config, state: state_lib.TrainState, num_classes: int,
+                    mesh: Mesh) -> state_lib.TrainState:
+  """`state` with params and batch_stats from config.init_from (a PyTorch file, or a run's best,
+  else latest, checkpoint); optimizer state and step stay fresh. A ConfigError names the first
+  missing or mis-shaped tensor when the source does not fit config.model."""
+  source = config.init_from
+  try:
+    if torch_files.is_torch_file(source):
+      variables = pytorch.from_torch(torch_files.load_state_dict(source), config.model,
+                                     num_classes)
+    else:
+      step = checkpoint.best_else_latest(source, checkpoint.run_config(source))
+      variables = checkpoint.restore_variables(source, step, mesh)
+    ours = {'params': state.params, 'batch_stats': state.batch_stats}
+    expected = {k: tuple(v.shape) for k, v in flatten_dict(ours, sep='/').items()}
+    pytorch.check_tensors(flatten_dict(variables, sep='/'), expected, set(), source,
+                          f'{config.model} with {num_classes} classes')
+  except ValueError as error:
+    raise ConfigError(f'init_from={source}: {error}') from None
+  return checkpoint.with_network(state, variables)
 
 
 def evaluate(eval_step, state: state_lib.TrainState, data) -> dict[str, float]:
@@ -197,11 +236,14 @@ def train_and_evaluate(config, workdir: str) -> dict:
       restored = ckpt.restore(setup.state)
     except ValueError as error:
       raise ConfigError(str(error)) from None
+    state = setup.state
+    if restored is None and config.init_from:
+      state = initialize_from(config, state, setup.data.num_classes, mesh)
     if lead:
       os.makedirs(workdir, exist_ok=True)
       checkpoint.write_config(config, workdir)
     with metrics.MetricsWriter(workdir, enabled=lead) as writer:
-      state, wall_time, rows, interval = _start_or_resume(config, setup.state, restored, writer)
+      state, wall_time, rows, interval = _start_or_resume(config, state, restored, writer)
       if _finished(rows, int(state.step), config.num_train_steps):
         return _summary(rows)
       trainer = _Trainer(config, setup, mesh, ckpt, writer, _Clock(wall_time), _summary(rows))

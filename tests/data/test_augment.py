@@ -2,11 +2,12 @@
 
 import jax
 import jax.numpy as jnp
+import ml_collections
 import numpy as np
 import pytest
 
 from resnet_jax.data import augment as augment_lib
-from resnet_jax.data.augment import PAD, augment, normalize, pixel_stats
+from resnet_jax.data.augment import PAD, augment, given_stats, normalize, pixel_stats
 
 jit_augment = jax.jit(augment)  # as in the train step; tests share shapes to compile rarely
 
@@ -98,8 +99,18 @@ def test_normalize_centres_the_training_images():
 @pytest.mark.parametrize('images,mode', [
     (np.zeros((2, 4, 4, 3), np.uint8), 'per_image'),
     (np.zeros((0, 4, 4, 3), np.uint8), 'per_channel'),
+    (np.zeros((2, 4, 4, 3), np.uint8), 'given'),  # the config's values, never computed
 ])
 def test_pixel_stats_bad_input_raises_one_line_error(images, mode):
   with pytest.raises(ValueError) as error:
     pixel_stats(images, mode)
   assert '\n' not in str(error.value)
+
+
+def test_given_stats_normalise_with_the_configs_mean_and_std():
+  config = ml_collections.ConfigDict({'normalization_mean': (0.5, 0.25, 0.0),
+                                      'normalization_std': (0.5, 0.25, 1.0)})
+  mean, std = given_stats(config)
+  assert mean.dtype == std.dtype == np.float32
+  white = normalize(np.full((1, 1, 1, 3), 255.0, np.float32), mean, std)
+  np.testing.assert_allclose(np.asarray(white).ravel(), [1.0, 3.0, 1.0])

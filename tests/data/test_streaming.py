@@ -21,6 +21,7 @@ import tensorflow_datasets as tfds
 from PIL import Image
 
 from configs import imagenet, imagenet_v1_5
+from resnet_jax.config import IMAGENET_MEAN, IMAGENET_STD
 from resnet_jax.data import augment, streaming
 
 CROP = 32  # image_size in tests; sources are 64-96 px, scale_range (36, 64), eval resize 36
@@ -63,10 +64,8 @@ def make_config(**overrides):
 
 def pixels(batch: dict, config) -> np.ndarray:
   """Undoes the normalisation: RGB in [0, 255] as float64."""
-  image = np.asarray(batch['image'], np.float64)
-  if config.normalization == 'per_channel':
-    return image * np.array(streaming.STDDEV_RGB) + np.array(streaming.MEAN_RGB)
-  return image * 255 + np.array(streaming.MEAN_RGB)
+  mean, std = streaming.stream_stats(config)
+  return (np.asarray(batch['image'], np.float64) * std + mean) * 255
 
 
 def codes(images: np.ndarray) -> list[int]:
@@ -451,14 +450,16 @@ def test_input_pipeline_benchmark_writes_json_and_markdown(tmp_path):
 
 
 @pytest.mark.parametrize('normalization, std', [('per_pixel_mean', (1.0, 1.0, 1.0)),
-                                                ('per_channel', streaming.STDDEV_RGB)])
+                                                ('per_channel', IMAGENET_STD),
+                                                ('given', (0.5, 0.25, 0.125))])
 def test_streamed_inputs_are_in_the_units_of_the_in_memory_pipeline(normalization, std):
   """normalization means one thing in both pipelines: (x / 255 - mean) / std (augment.normalize),
-  with ImageNet's per-channel mean and, for per_channel, std."""
+  with ImageNet's per-channel mean and, for per_channel, std; 'given' takes the config's."""
   pixels_uint8 = np.random.default_rng(0).integers(0, 256, (2, 4, 4, 3)).astype(np.uint8)
-  config = make_config(normalization=normalization, half_precision=False)
+  mean = (0.25, 0.5, 0.75) if normalization == 'given' else IMAGENET_MEAN
+  config = make_config(normalization=normalization, half_precision=False,
+                       normalization_mean=mean, normalization_std=std)
   streamed = streaming._normalize(tf.constant(pixels_uint8, tf.float32), config).numpy()
-  scale = np.array(std) / (255 if normalization == 'per_channel' else 1)
-  in_memory = augment.normalize(pixels_uint8, np.array(streaming.MEAN_RGB) / 255, scale)
+  in_memory = augment.normalize(pixels_uint8.astype(np.float32), np.array(mean), np.array(std))
   np.testing.assert_allclose(streamed, np.asarray(in_memory), rtol=1e-5, atol=1e-6)
   assert np.abs(streamed - np.asarray(in_memory) * 255).max() > 1  # control: 0-255 units differ

@@ -75,6 +75,8 @@ def _config(**overrides):
     (dict(dataset='imagenet2012'), r"^dataset='imagenet2012' needs the streaming fields "
                                    r"\['augmentation'.*; start from configs/imagenet.py$"),
     (dict(normalization='zca'), r"^normalization='zca' is unknown"),
+    (dict(normalization_std=(0.2, 0.0, 0.2)), r'^normalization_mean=.* the std ones > 0$'),
+    (dict(normalization_mean=(0.5,)), r'^normalization_mean=\(0.5,\) .* must have 3 values'),
     (dict(lr_boundaries=(300, 200)), r'^lr_boundaries=\(300, 200\) must increase strictly'),
     (dict(warmup_steps=400, lr_boundaries=(300,)), r'start after warmup_steps=400$'),
 ])
