@@ -10,17 +10,25 @@ from typing import IO
 
 def atomic_write(path: str | os.PathLike, write: Callable[[IO], None], binary: bool = False) -> None:
   """Calls `write` on a temporary file beside `path`, then renames it over `path`: a reader sees
-  the old file or the new one, never half of one; on an error the old file stays as it was."""
+  the old file or the new one, never half of one; on an error the old file stays as it was. The
+  file gets the permissions of a plain open() (0666 less the umask), not mkstemp's 0600."""
   path = os.fspath(path)
   fd, tmp = tempfile.mkstemp(dir=os.path.dirname(os.path.abspath(path)),
                              prefix='.' + os.path.basename(path) + '.')
   try:
+    os.fchmod(fd, 0o666 & ~_umask())
     with os.fdopen(fd, 'wb' if binary else 'w') as f:
       write(f)
     os.replace(tmp, path)
   except BaseException:
     os.unlink(tmp)
     raise
+
+
+def _umask() -> int:
+  mask = os.umask(0)
+  os.umask(mask)
+  return mask
 
 
 def atomic_write_text(path: str | os.PathLike, text: str) -> None:

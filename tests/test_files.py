@@ -15,6 +15,17 @@ def test_atomic_write_replaces_whole_file(tmp_path):
   assert os.listdir(tmp_path) == ['f.json']
 
 
+def test_atomic_write_gives_the_permissions_of_open(tmp_path):
+  old = os.umask(0o022)
+  try:
+    files.atomic_write_text(tmp_path / 'atomic', 'x')
+    (tmp_path / 'plain').write_text('x')
+  finally:
+    os.umask(old)
+  modes = [os.stat(tmp_path / name).st_mode & 0o777 for name in ('atomic', 'plain')]
+  assert modes == [0o644, 0o644]  # mkstemp alone gives 0o600
+
+
 def test_a_failing_write_leaves_the_old_file_and_no_temporary(tmp_path):
   path = tmp_path / 'f.bin'
   files.atomic_write(path, lambda f: f.write(b'old'), binary=True)
