@@ -44,7 +44,7 @@ from resnet_jax.study.runs import is_finished, read_config
 from resnet_jax.study.studies import StudySpec
 from resnet_jax import config as config_lib
 from resnet_jax.config import RESULT_FIELDS
-from resnet_jax.errors import RunsFailed
+from resnet_jax.errors import BAD_INPUT_STATUS, RunsFailed, exit_with
 from resnet_jax.files import atomic_write_text
 from resnet_jax.provenance import device_info, git_commit, versions
 from resnet_jax.stop import STOP_SIGNALS
@@ -395,12 +395,14 @@ def _interrupt(signum: int, frame) -> None:
 
 
 def main(spec: StudySpec, argv: list[str] | None = None) -> None:
-  """Command-line entry of study `spec`: bad flags, failed runs and interruptions end it with one
-  line."""
+  """Command-line entry of study `spec`: bad input (exit status 2), failed runs and interruptions
+  (exit status 1) end it with one line."""
   previous = {signum: signal.signal(signum, _interrupt) for signum in STOP_SIGNALS}
   try:
     paths = run_study(spec, sys.argv[1:] if argv is None else argv)
-  except (ValueError, RunsFailed) as error:
+  except ValueError as error:
+    exit_with(f'{spec.name}: {error}', BAD_INPUT_STATUS)
+  except RunsFailed as error:
     raise SystemExit(f'{spec.name}: {error}') from None
   except KeyboardInterrupt:
     raise SystemExit(f'{spec.name}: interrupted; run the same command again to resume') from None
