@@ -480,4 +480,5 @@ def main(spec: StudySpec, argv: list[str] | None = None) -> None:
   finally:
     for signum, handler in previous.items():
       signal.signal(signum, handler)
-  print(*paths, sep='\n')
+  if paths:
+    print(*paths, sep='\n')

@@ -6,8 +6,9 @@ others become the tasks of one array, written to DIR/slurm/<study>.sbatch and su
 sbatch. Task k runs its command with srun in the repository, its output appended to the run's
 log (DIR/<model>/seed<k>.log, as locally), and records its state for `--status`
 (status.write_state's format). SIGTERM (the time limit, STOP_WARNING_SECONDS ahead; preemption;
-`scancel --signal=TERM`) makes the run checkpoint and exit 143; the task then requeues itself
-(`scontrol requeue`: scancel with a signal never requeues), and the requeued task resumes the run
+`scancel --signal=TERM`) makes the run checkpoint and exit 143; the task then requeues itself,
+as `scontrol requeue ARRAYID_K` (scancel with a signal never requeues; the SLURM_JOB_ID of a task
+can be the array's own, which would requeue every task), and the requeued task resumes the run
 from its checkpoint. DIR/slurm/jobs.json keeps the SLURM task id of every run submitted.
 """
 
@@ -103,7 +104,7 @@ def script_text(name: str, workdir: Path, jobs: Sequence, repo: Path, env: dict[
       f'record "{{\\"state\\": \\"{status.EXITED}\\", \\"exit\\": $code, '
       '\\"slurm_job\\": \\"$job\\"}"',
       f'if [ "$code" -eq {STOPPED_STATUS} ]; then',
-      '  scontrol requeue "$SLURM_JOB_ID"  # the run resumes from the checkpoint it just saved',
+      '  scontrol requeue "$job"  # this task only; the run resumes from its new checkpoint',
       'fi',
       'exit "$code"',
       '',
