@@ -120,7 +120,9 @@ def read_submitted(workdir: Path) -> dict[str, str]:
 def _queued(workdir: Path, name: str) -> set[str]:
   """The runs whose SLURM task (read_submitted) squeue still lists, pending or running."""
   result = subprocess.run(['squeue', '--noheader', '--array', '--format=%i', f'--name={name}'],
-                          capture_output=True, text=True, check=True)
+                          capture_output=True, text=True)
+  if result.returncode != 0:
+    raise ValueError(f"--launcher=slurm: squeue failed: {' '.join(result.stderr.split())}")
   tasks = set(result.stdout.split())
   return {run for run, task in read_submitted(workdir).items() if task in tasks}
 

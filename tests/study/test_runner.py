@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from resnet_jax.study import runner
+from resnet_jax.study import runner, status
 from resnet_jax.study.studies import DEGRADATION
 from resnet_jax.study.runs import is_finished
 
@@ -341,3 +341,31 @@ def test_plot_only_redraws_without_training(fake_study, capsys):
                                                       str(workdir / 'results.csv')]
   assert all(Path(path).exists() for path in drawn)
   assert not (workdir / 'run_info.json').exists()
+
+
+def test_status_prints_every_run_of_a_half_finished_study(fake_study, capsys):
+  workdir, _ = fake_study(models=('plain20', 'resnet20'), seeds=2, num_steps=320)
+  # asked for by the last invocation: resnet56/seed0 too, not started yet
+  runs = ['plain20/seed0', 'resnet20/seed0', 'plain20/seed1', 'resnet20/seed1', 'resnet56/seed0']
+  (workdir / 'run_info.json').write_text(json.dumps({'invocations': [{'runs': dict.fromkeys(
+      runs)}]}))
+  (workdir / 'slurm').mkdir()
+  (workdir / 'slurm' / 'jobs.json').write_text(json.dumps(
+      {run: f'12_{task}' for task, run in enumerate(runs)}))
+  for run, state, code in (('plain20/seed1', 'exited', 1), ('resnet20/seed0', 'exited', 143),
+                           ('resnet20/seed1', 'running', None)):
+    metrics = workdir / run / 'metrics.jsonl'
+    metrics.write_text(''.join(metrics.read_text().splitlines(keepends=True)[:-12]))  # no 'end'
+    status.write_state(workdir / run, state, code, f'12_{runs.index(run)}')
+  (workdir / 'plain20' / 'seed1.log').write_text('$ python -m resnet_jax.main ...\n'
+                                                 'error: out of memory\n\n')
+  runner.main(DEGRADATION, [f'--workdir={workdir}', '--status'])
+  assert capsys.readouterr().out == (
+      'run             state     slurm job  detail\n'
+      'plain20/seed0   finished  12_0       step 320\n'
+      'resnet20/seed0  pending   12_1       stopped (exit 143) at step 160, resumes\n'
+      'plain20/seed1   failed    12_2       exit 1: error: out of memory\n'
+      'resnet20/seed1  running   12_3       step 160\n'
+      'resnet56/seed0  pending   12_4       not started\n'
+      '1 finished, 2 pending, 1 failed, 1 running\n')
+  assert not (workdir / 'figures').exists()  # --status only reads
