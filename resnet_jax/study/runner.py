@@ -57,8 +57,8 @@ from resnet_jax.train.metrics import METRICS_FILE, read_rows
 REPO_ROOT = Path(__file__).resolve().parents[2]
 QUICK_STEPS_ENV = 'RESNET_JAX_QUICK_STEPS'
 RUNNER_FIELDS = ('model', 'seed')  # set per run from --models and --seeds
+LAUNCHERS = ('local', 'slurm')  # --launcher: train here, or submit to SLURM (study/slurm.py)
 POLL_SECONDS = 0.5
-LAUNCHERS = ('local', 'slurm')
 STOP_GRACE_SECONDS = 60
 
 
