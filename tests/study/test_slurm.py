@@ -128,10 +128,15 @@ def _wait(condition, seconds: float, what: str):
 
 
 def _stop_daemons(root: Path, env: dict[str, str]) -> None:
-  """Cancels every job, then stops each daemon by its pid file, the last started first."""
+  """Cancels every job and waits for their ends (the daemons must be up for that), then stops
+  each daemon by its pid file, the last started first."""
   if (root / 'slurmctld.pid').exists():
     subprocess.run(['scancel', '--full', '--user=root'], env=env, capture_output=True)
-    time.sleep(1)
+    for _ in range(100):
+      queue = subprocess.run(['squeue', '--noheader'], env=env, capture_output=True, text=True)
+      if queue.returncode or not queue.stdout.strip():
+        break
+      time.sleep(0.2)
   for daemon in reversed(DAEMONS):
     pid_file = root / f'{daemon}.pid'
     if not pid_file.exists():
