@@ -6,8 +6,10 @@ Each figure function takes `runs.load_runs(DIR)` and returns a matplotlib Figure
 line carries a gid '<model>/<metric>' (or '<model>/step<k>') so that its data can be read back.
 Curves are the mean over seeds at the steps that every seed logged; the x axis counts
 iterations in units scaled to the runs (1e4 for the paper's 64k, as its figures; 1e3 or single
-iterations for shorter runs). Every figure's title says what the runs are
-(runs.describe), so quick or unfinished runs are never taken for the paper's.
+iterations for shorter runs). draw_figures draws the finished runs only, so that a study still
+under way (e.g. on SLURM) draws what it has: each label says how many runs its curve holds, e.g.
+'resnet-20 (3 runs)'. Every figure's title says what the runs are (runs.describe), so quick or
+partial studies are never taken for the paper's.
 """
 
 import math
@@ -36,6 +38,11 @@ Runs = dict[str, list[Run]]
 def label(model: str) -> str:
   family, depth = parse_model(model)
   return f'{family}-{depth}'
+
+
+def counted(text: str, runs: list[Run]) -> str:
+  """`text` with the number of runs its curve holds, e.g. 'resnet-20 (3 runs)'."""
+  return f"{text} ({len(runs)} run{'' if len(runs) == 1 else 's'})"
 
 
 def colour(model: str) -> str:
@@ -87,7 +94,7 @@ def figure1(runs: Runs) -> Figure:
   for ax, (key, title) in zip(fig.subplots(1, 2), panels):
     for model in models:
       _plot_curve(ax, runs[model], key, unit, marker='.' if key == 'test_error' else None,
-                  label=f'{parse_model(model)[1]}-layer')
+                  label=counted(f'{parse_model(model)[1]}-layer', runs[model]))
     ax.set(title=title, xlabel=xlabel(unit), ylabel=f'{title} (%)')
     ax.legend()
   return fig
@@ -107,7 +114,7 @@ def figure6(runs: Runs) -> Figure:
     for model in models_of(runs, family):
       _plot_curve(ax, runs[model], 'train_error', unit, linestyle='--', linewidth=1)
       _plot_curve(ax, runs[model], 'test_error', unit, linewidth=2.5, marker='.',
-                  label=label(model))
+                  label=counted(label(model), runs[model]))
     ax.set(title=f'{_TITLES[family]} (dashed: training, bold: test)', xlabel=xlabel(unit),
            ylabel='error (%)')
     if ax.lines:
@@ -126,17 +133,18 @@ def error_vs_depth(runs: Runs) -> Figure:
   standard deviation over seeds as error bars (the trend of He et al. 2015 Fig. 6 and Table 6)."""
   _require(models_of(runs, 'plain') + models_of(runs, 'resnet'), 'plain networks or ResNets')
   fig = new_figure(runs, 10)
-  styles = {'train_error': dict(linestyle='--', label='training'),
-            'test_error': dict(linewidth=2.5, label='test')}
+  styles = {'train_error': dict(linestyle='--'), 'test_error': dict(linewidth=2.5)}
   for ax, family in zip(fig.subplots(1, 2, sharey=True), FAMILIES):
     models = models_of(runs, family)
     depths = [parse_model(model)[1] for model in models]
     ax.set(title=_TITLES[family], xlabel='depth (layers)', ylabel='final error (%)', xticks=depths)
     if not models:
       continue
-    for key, style in styles.items():
+    held = [run for model in models for run in runs[model]]
+    for (key, style), name in zip(styles.items(), ('training', 'test')):
       means, stds = zip(*(final_errors(runs[model], key) for model in models))
-      bars = ax.errorbar(depths, means, yerr=stds, marker='o', capsize=4, **style)
+      bars = ax.errorbar(depths, means, yerr=stds, marker='o', capsize=4,
+                         label=counted(name, held), **style)
       bars.lines[0].set_gid(f'{family}/{key}')
     ax.legend()
   return fig
@@ -172,7 +180,7 @@ def grad_norms(runs: Runs) -> Figure:
     for step, norms in _early_grad_norms(runs[model]).items():
       ax.plot(range(1, len(norms) + 1), norms, marker='.', label=f'step {step}',
               gid=f'{model}/step{step}')
-    ax.set(title=label(model), xlabel='layer (stem conv first, head last)',
+    ax.set(title=counted(label(model), runs[model]), xlabel='layer (stem conv first, head last)',
            ylabel='gradient L2 norm', yscale='log')
     ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.legend()
@@ -190,14 +198,29 @@ def save_figure(fig: Figure, path: Path) -> None:
       file, format=fmt, dpi=150, metadata={'Date': None} if fmt == 'svg' else None), binary=True)
 
 
+def finished_runs(runs: Runs) -> Runs:
+  """The runs that ended (their 'end' event), per model; models without one are left out."""
+  ended = {model: [run for run in found if run.event('end')] for model, found in runs.items()}
+  return {model: found for model, found in ended.items() if found}
+
+
 def draw_figures(workdir: Path, drawers: Mapping[str, Callable[[Runs], Figure]] = FIGURES
                  ) -> list[Path]:
-  """Draws every figure of `drawers` ({name: function of the runs}) that the runs in `workdir`
-  allow into workdir/figures as PNG and SVG; returns the files written. A figure whose runs are
-  missing is skipped with a note; a workdir without any run is a ValueError."""
-  runs = load_runs(workdir)
-  if not runs:
+  """Draws every figure of `drawers` ({name: function of the runs}) that the finished runs in
+  `workdir` allow into workdir/figures as PNG and SVG; returns the files written. Unfinished runs
+  are left out with a note, and so is a figure whose runs are missing; a workdir without any run,
+  or without a finished one, is a ValueError."""
+  found = load_runs(workdir)
+  if not found:
     raise ValueError(f'no runs in {workdir}: expected {workdir}/<model>/seed<k>/metrics.jsonl')
+  runs = finished_runs(found)
+  unfinished = [f'{run.model}/seed{run.seed}' for model in sorted(found) for run in found[model]
+                if not run.event('end')]
+  if not runs:
+    raise ValueError(f'no finished runs in {workdir} yet ({len(unfinished)} under way): '
+                     '--status shows where they stand')
+  if unfinished:
+    print(f"figures: left out unfinished runs {', '.join(unfinished)}", file=sys.stderr)
   out_dir = Path(workdir) / FIGURES_DIR
   out_dir.mkdir(parents=True, exist_ok=True)
   written = []

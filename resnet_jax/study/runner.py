@@ -2,7 +2,8 @@
 
     python experiments/<study>.py --workdir=DIR [--preset=paper|short|quick] [--seeds=N]
         [--models=MODEL,...] [--parallel=K] [--dataset=...] [--data_dir=...]
-        [--config.FIELD=VALUE ...] [--plot-only]
+        [--config.FIELD=VALUE ...] [--launcher=local|slurm [--slurm_partition=P ...]]
+        [--plot-only | --status]
 
 Every (model, seed) trains in its own process, `python -m resnet_jax.main
 --config=<the study's config file>:MODEL --workdir=DIR/MODEL/seedK --config.seed=K ...`, so runs
@@ -15,6 +16,9 @@ resumed or skipped with another preset's runs. At the end the figures (DIR/figur
 redraws them. DIR/run_info.json records each invocation's command, git commit, device and
 versions. --parallel=K trains K runs at once, the deepest first: on a GPU or TPU they share the
 accelerator's memory; on the CPU each is pinned to its own 1/K of the cores (cpu_slots).
+--launcher=slurm submits the unfinished runs, the same commands, as one SLURM job array instead
+(study/slurm.py) and returns; --status prints where every run stands (study/status.py), and
+--plot-only draws the runs finished so far.
 
 A preset (studies.Preset) shortens the paper's recipe: preset_overrides scales every step count
 of the schedule by steps / 64k and sets the data subsets; RESNET_JAX_QUICK_STEPS shrinks the
@@ -39,12 +43,12 @@ from absl import flags as absl_flags
 from ml_collections import config_flags
 
 from resnet_jax.models import parse_name
-from resnet_jax.study import figures, tables
+from resnet_jax.study import figures, slurm, status, tables
 from resnet_jax.study.runs import is_finished, read_config
 from resnet_jax.study.studies import StudySpec
 from resnet_jax import config as config_lib
 from resnet_jax.config import RESULT_FIELDS
-from resnet_jax.errors import RunsFailed
+from resnet_jax.errors import BAD_INPUT_STATUS, RunsFailed, exit_with
 from resnet_jax.files import atomic_write_text
 from resnet_jax.provenance import device_info, git_commit, versions
 from resnet_jax.stop import STOP_SIGNALS
@@ -53,6 +57,7 @@ from resnet_jax.train.metrics import METRICS_FILE, read_rows
 REPO_ROOT = Path(__file__).resolve().parents[2]
 QUICK_STEPS_ENV = 'RESNET_JAX_QUICK_STEPS'
 RUNNER_FIELDS = ('model', 'seed')  # set per run from --models and --seeds
+LAUNCHERS = ('local', 'slurm')  # --launcher: train here, or submit to SLURM (study/slurm.py)
 POLL_SECONDS = 0.5
 STOP_GRACE_SECONDS = 60
 
@@ -73,7 +78,16 @@ def _parser(spec: StudySpec) -> argparse.ArgumentParser:
   parser.add_argument('--parallel', default=1, type=int, help='runs trained at the same time')
   parser.add_argument('--dataset', default=None, help='config.dataset of every run')
   parser.add_argument('--data_dir', default=None, help='config.data_dir of every run')
-  parser.add_argument('--plot-only', action='store_true', help='only redraw figures and table')
+  parser.add_argument('--launcher', default='local', help=f'one of {", ".join(LAUNCHERS)}')
+  parser.add_argument('--slurm_partition', default=None, help='sbatch --partition')
+  parser.add_argument('--slurm_time', default=None, help='sbatch --time of a task, e.g. 12:00:00')
+  for name in ('gpus', 'cpus'):
+    parser.add_argument(f'--slurm_{name}_per_task', default=None, type=int,
+                        help=f'sbatch --{name}-per-task')
+  parser.add_argument('--slurm_extra', default='', help="more sbatch options, e.g. '--qos=low'")
+  shown = parser.add_mutually_exclusive_group()
+  shown.add_argument('--plot-only', action='store_true', help='only redraw figures and table')
+  shown.add_argument('--status', action='store_true', help='print where every run stands')
   return parser
 
 
@@ -89,6 +103,8 @@ class Study:
   parallel: int
   plot_only: bool
   config_flags: tuple[str, ...]  # --config.FIELD=VALUE given to every run
+  show_status: bool = False
+  slurm_options: slurm.SlurmOptions | None = None  # None: --launcher=local
 
 
 def parse_flags(spec: StudySpec, argv: list[str]) -> Study:
@@ -102,13 +118,31 @@ def parse_flags(spec: StudySpec, argv: list[str]) -> Study:
     raise ValueError(f'--seeds={args.seeds}: give at least 1 seed per model')
   if args.parallel < 1:
     raise ValueError(f'--parallel={args.parallel}: give at least 1 run at a time')
-  models = tuple(dict.fromkeys(filter(None, args.models.split(',')))) or spec.presets[args.preset].models
+  slurm_options = _slurm_options(args)
+  models = (tuple(dict.fromkeys(filter(None, args.models.split(','))))
+            or spec.presets[args.preset].models)
   for model in models:
     spec.check_model(model)
   data_flags = [f'--config.{name}={value}' for name, value in
                 (('dataset', args.dataset), ('data_dir', args.data_dir)) if value is not None]
   return Study(spec, args.workdir.resolve(), args.preset, args.seeds, models, args.parallel,
-               args.plot_only, tuple(data_flags + rest))
+               args.plot_only, tuple(data_flags + rest), args.status, slurm_options)
+
+
+def _slurm_options(args: argparse.Namespace) -> slurm.SlurmOptions | None:
+  """The sbatch options of --launcher=slurm (None for --launcher=local)."""
+  if args.launcher not in LAUNCHERS:
+    raise ValueError(f'unknown --launcher={args.launcher!r}: use one of {", ".join(LAUNCHERS)}')
+  given = [name for name, value in vars(args).items() if name.startswith('slurm_') and value]
+  if args.launcher == 'local':
+    if given:
+      raise ValueError(f'--{given[0]} needs --launcher=slurm')
+    return None
+  if args.parallel != 1:
+    raise ValueError(f'--parallel={args.parallel} is for --launcher=local: SLURM runs every '
+                     'task at once that the cluster allows')
+  return slurm.SlurmOptions(args.slurm_partition, args.slurm_time, args.slurm_gpus_per_task,
+                            args.slurm_cpus_per_task, tuple(shlex.split(args.slurm_extra)))
 
 
 def _check_config_flags(spec: StudySpec, rest: list[str]) -> None:
@@ -242,13 +276,19 @@ def make_jobs(study: Study) -> list[Job]:
           for model in sorted(study.models, key=order)]
 
 
-def child_env(parallel: int) -> dict[str, str]:
-  """The environment of each run: on one accelerator K runs share its memory, so none
-  preallocates and each may take at most 90%/K of it (ignored on the CPU)."""
-  env = dict(os.environ, XLA_PYTHON_CLIENT_PREALLOCATE='false')
+def run_variables(parallel: int) -> dict[str, str]:
+  """The variables each run gets on top of the runner's environment: on one accelerator K runs
+  share its memory, so none preallocates and each may take at most 90%/K of it (ignored on the
+  CPU)."""
+  variables = {'XLA_PYTHON_CLIENT_PREALLOCATE': 'false'}
   if parallel > 1:
-    env['XLA_PYTHON_CLIENT_MEM_FRACTION'] = f'{0.9 / parallel:.3f}'
-  return env
+    variables['XLA_PYTHON_CLIENT_MEM_FRACTION'] = f'{0.9 / parallel:.3f}'
+  return variables
+
+
+def child_env(parallel: int) -> dict[str, str]:
+  """The environment of each run: the runner's, with run_variables(parallel)."""
+  return dict(os.environ, **run_variables(parallel))
 
 
 def cpu_slots(parallel: int, backend: str) -> list[frozenset[int]] | None:
@@ -284,8 +324,10 @@ def _launch(job: Job, env: dict[str, str], cores: frozenset[int] | None) -> subp
   with open(job.log_file, 'a') as log:
     log.write(f'$ {shlex.join(job.command)}\n')
     log.flush()
-    return subprocess.Popen(job.command, cwd=REPO_ROOT, env=env, stdout=log,
-                            stderr=subprocess.STDOUT, start_new_session=True, preexec_fn=pin)
+    process = subprocess.Popen(job.command, cwd=REPO_ROOT, env=env, stdout=log,
+                               stderr=subprocess.STDOUT, start_new_session=True, preexec_fn=pin)
+  status.write_state(job.run_dir, status.RUNNING)
+  return process
 
 
 def _stop(running: dict[Job, subprocess.Popen]) -> None:
@@ -293,12 +335,13 @@ def _stop(running: dict[Job, subprocess.Popen]) -> None:
   for process in running.values():
     process.terminate()
   deadline = time.monotonic() + STOP_GRACE_SECONDS
-  for process in running.values():
+  for job, process in running.items():
     try:
       process.wait(timeout=max(0.0, deadline - time.monotonic()))
     except subprocess.TimeoutExpired:
       process.kill()
       process.wait()
+    status.write_state(job.run_dir, status.EXITED, process.returncode)
 
 
 def _collect(running: dict[Job, subprocess.Popen], slots: dict[Job, int]) -> list[str]:
@@ -308,9 +351,10 @@ def _collect(running: dict[Job, subprocess.Popen], slots: dict[Job, int]) -> lis
     if process.poll() is None:
       continue
     del running[job], slots[job]
+    status.write_state(job.run_dir, status.EXITED, process.returncode)
     done = process.returncode == 0 and is_finished(job.run_dir)
-    status = 'done' if done else f'FAILED (exit {process.returncode})'
-    print(f'{job.name}: {status}', flush=True)
+    outcome = 'done' if done else f'FAILED (exit {process.returncode})'
+    print(f'{job.name}: {outcome}', flush=True)
     if not done:
       failures.append(f'{job.name} (exit {process.returncode}, see {job.log_file})')
   return failures
@@ -346,7 +390,7 @@ def record_invocation(workdir: Path, argv: list[str], jobs: list[Job], device: d
                       script: str, **settings) -> dict:
   """Appends this invocation of `script` (command, commit, device, versions, run commands and
   any `settings`, e.g. the preset) to workdir/run_info.json and returns it."""
-  path = workdir / 'run_info.json'
+  path = workdir / status.RUN_INFO_FILE
   info = json.loads(path.read_text()) if path.exists() else {'invocations': []}
   invocation = {
       'command': shlex.join(['python', script, *argv]),
@@ -370,23 +414,50 @@ def draw_results(spec: StudySpec, workdir: Path) -> list[Path]:
   return drawn + [path for analysis in spec.analyses for path in analysis(workdir)]
 
 
-def run_study(spec: StudySpec, argv: list[str]) -> list[Path]:
-  """Runs (or with --plot-only only redraws) study `spec` with the flags `argv`; returns the
-  files drawn.
+def run_locally(study: Study, argv: list[str]) -> None:
+  """Trains the study's unfinished runs here, --parallel at a time.
 
-  Raises RunsFailed, before drawing anything, when a run fails.
+  Raises RunsFailed when a run fails.
+  """
+  jobs = make_jobs(study)
+  device = device_info(child_env(study.parallel))
+  cores = cpu_slots(study.parallel, device.get('backend', ''))
+  study.workdir.mkdir(parents=True, exist_ok=True)
+  record_invocation(study.workdir, argv, jobs, device, study.spec.script, preset=study.preset)
+  failures = run_jobs(jobs, study.parallel, cores)
+  if failures:
+    raise RunsFailed(f'{len(failures)} runs failed: {"; ".join(failures)}; fix and run the same '
+                     'command again (--plot-only draws the finished runs)')
+
+
+def submit_to_slurm(study: Study, argv: list[str]) -> None:
+  """Submits the study's unfinished runs as one SLURM job array (study/slurm.py) and returns."""
+  slurm.check_cluster(study.slurm_options)
+  jobs = make_jobs(study)
+  study.workdir.mkdir(parents=True, exist_ok=True)
+  record_invocation(study.workdir, argv, jobs, {'launcher': 'slurm'}, study.spec.script,
+                    preset=study.preset)
+  slurm.submit(study.spec.name, study.workdir, jobs, REPO_ROOT, run_variables(1),
+               study.slurm_options)
+  print(f'{study.spec.script} --workdir={study.workdir} --status shows where the runs stand; '
+        '--plot-only draws those finished', flush=True)
+
+
+def run_study(spec: StudySpec, argv: list[str]) -> list[Path]:
+  """Runs study `spec` with the flags `argv` here, or submits it to SLURM, or only prints its
+  status or redraws its results; returns the files drawn.
+
+  Raises RunsFailed, before drawing anything, when a local run fails.
   """
   study = parse_flags(spec, argv)
+  if study.show_status:
+    print(status.status_table(study.workdir, slurm.read_submitted(study.workdir)))
+    return []
+  if study.slurm_options is not None and not study.plot_only:
+    submit_to_slurm(study, argv)
+    return []
   if not study.plot_only:
-    jobs = make_jobs(study)
-    device = device_info(child_env(study.parallel))
-    cores = cpu_slots(study.parallel, device.get('backend', ''))
-    study.workdir.mkdir(parents=True, exist_ok=True)
-    record_invocation(study.workdir, argv, jobs, device, spec.script, preset=study.preset)
-    failures = run_jobs(jobs, study.parallel, cores)
-    if failures:
-      raise RunsFailed(f'{len(failures)} runs failed: {"; ".join(failures)}; fix and run the same '
-                       'command again (--plot-only draws the finished runs)')
+    run_locally(study, argv)
   return draw_results(spec, study.workdir)
 
 
@@ -395,16 +466,19 @@ def _interrupt(signum: int, frame) -> None:
 
 
 def main(spec: StudySpec, argv: list[str] | None = None) -> None:
-  """Command-line entry of study `spec`: bad flags, failed runs and interruptions end it with one
-  line."""
+  """Command-line entry of study `spec`: bad input (exit status 2), failed runs and interruptions
+  (exit status 1) end it with one line."""
   previous = {signum: signal.signal(signum, _interrupt) for signum in STOP_SIGNALS}
   try:
     paths = run_study(spec, sys.argv[1:] if argv is None else argv)
-  except (ValueError, RunsFailed) as error:
+  except ValueError as error:
+    exit_with(f'{spec.name}: {error}', BAD_INPUT_STATUS)
+  except RunsFailed as error:
     raise SystemExit(f'{spec.name}: {error}') from None
   except KeyboardInterrupt:
     raise SystemExit(f'{spec.name}: interrupted; run the same command again to resume') from None
   finally:
     for signum, handler in previous.items():
       signal.signal(signum, handler)
-  print(*paths, sep='\n')
+  if paths:
+    print(*paths, sep='\n')

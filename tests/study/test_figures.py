@@ -36,7 +36,7 @@ def test_figure6_plots_mean_error_in_percent_against_iterations(fake_study, num_
     assert train.get_color() == test.get_color()
   assert plain_ax.get_xlabel() == resnet_ax.get_xlabel() == xlabel
   legend = [text.get_text() for text in resnet_ax.get_legend().get_texts()]
-  assert legend == ['resnet-20', 'resnet-56', 'training', 'test']  # which line is which
+  assert legend == ['resnet-20 (2 runs)', 'resnet-56 (2 runs)', 'training', 'test']
   assert [ax.get_ylabel() for ax in fig.axes] == ['error (%)', 'error (%)']
   colours = {_line(fig, f'{model}/test_error').get_color() for model in truth}
   assert len(colours) == 2  # one colour per depth, shared by plain and residual
@@ -75,7 +75,7 @@ def test_error_vs_depth_plots_final_mean_with_seed_std(fake_study):
 def test_grad_norms_plots_first_logged_steps_per_layer(fake_study):
   workdir, truth = fake_study()
   fig = figures.grad_norms(load_runs(workdir))
-  assert [ax.get_title() for ax in fig.axes] == ['plain-56', 'resnet-56']
+  assert [ax.get_title() for ax in fig.axes] == ['plain-56 (2 runs)', 'resnet-56 (2 runs)']
   for model in ('plain56', 'resnet56'):
     norms = _seed_mean(truth, model, 'grad_norms')
     for i, step in enumerate(truth[model][0]['train_steps'][:3]):
@@ -105,6 +105,42 @@ def test_unfinished_runs_are_named_in_the_title(fake_study):
   fig = figures.figure6(load_runs(workdir))
   assert fig.get_suptitle() == ('cifar10, batch 128, 320 iterations, 1 seed; '
                                 'unfinished: resnet20/seed0 at 320')
+
+
+def _cut(workdir, model: str, seed: int) -> None:
+  """Removes the 'end' event of a run: it is still under way."""
+  metrics = workdir / model / f'seed{seed}' / 'metrics.jsonl'
+  metrics.write_text(''.join(metrics.read_text().splitlines(keepends=True)[:-1]))
+
+
+def test_draw_figures_draws_the_finished_runs_labelled_with_their_count(fake_study, capsys,
+                                                                         monkeypatch):
+  workdir, truth = fake_study(models=('plain20', 'plain56', 'resnet20', 'resnet56'), seeds=3)
+  _cut(workdir, 'resnet20', 1)
+  for seed in range(3):
+    _cut(workdir, 'plain56', seed)
+  drawn = {}
+  monkeypatch.setattr(figures, 'save_figure', lambda fig, path: drawn.setdefault(path.stem, fig))
+  figures.draw_figures(workdir)
+  assert 'left out unfinished runs plain56/seed0, plain56/seed1, plain56/seed2, resnet20/seed1' in (
+      capsys.readouterr().err)
+  fig = drawn['figure6']
+  legends = [[text.get_text() for text in ax.get_legend().get_texts()] for ax in fig.axes]
+  assert legends == [['plain-20 (3 runs)', 'training', 'test'],
+                     ['resnet-20 (2 runs)', 'resnet-56 (3 runs)', 'training', 'test']]
+  finished = np.mean([truth['resnet20'][seed]['test_error'] for seed in (0, 2)], axis=0)
+  np.testing.assert_allclose(_line(fig, 'resnet20/test_error').get_ydata(), 100 * finished)
+  assert [text.get_text() for text in drawn['figure1'].axes[0].get_legend().get_texts()] == [
+      '20-layer (3 runs)']
+  assert [text.get_text() for text in drawn['error_vs_depth'].axes[1].get_legend().get_texts()] == [
+      'training (5 runs)', 'test (5 runs)']
+
+
+def test_a_study_without_a_finished_run_is_a_one_line_error(fake_study):
+  workdir, _ = fake_study(models=('resnet20',), seeds=1)
+  _cut(workdir, 'resnet20', 0)
+  with pytest.raises(ValueError, match=r'^no finished runs in .* yet \(1 under way\): --status'):
+    figures.draw_figures(workdir)
 
 
 def test_missing_runs_skip_a_figure_with_a_note(fake_study, capsys):

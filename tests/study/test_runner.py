@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from resnet_jax.study import runner
+from resnet_jax.study import runner, status
 from resnet_jax.study.studies import DEGRADATION
 from resnet_jax.study.runs import is_finished
 
@@ -35,6 +35,16 @@ QUICK_PLAIN20 = {'model': 'plain20', 'seed': 0, 'dataset': 'cifar10', 'val_split
                  'train_subset': 10000, 'test_subset': 1000}
 
 
+def _bad_input(capsys, argv: list[str]) -> str:
+  """The one line runner.main prints for bad input `argv`, after checking it exits 2."""
+  with pytest.raises(SystemExit) as error:
+    runner.main(DEGRADATION, argv)
+  assert error.value.code == 2
+  lines = capsys.readouterr().err.splitlines()
+  assert len(lines) == 1 and lines[0].startswith('degradation: '), lines
+  return lines[0]
+
+
 def _rows(path: Path) -> list[dict]:
   return [json.loads(line) for line in path.read_text().splitlines()]
 
@@ -53,28 +63,25 @@ def _rows(path: Path) -> list[dict]:
     (['--config.batch_sise=32'], r"unknown config fields \['batch_sise'\]: use fields of"),
     (['--config.batch_size=big'], r'flag --config.batch_size=big: invalid literal .*; fix the'),
 ])
-def test_bad_flags_are_one_line_errors_before_any_run(tmp_path, flags, message):
+def test_bad_flags_are_one_line_errors_before_any_run(tmp_path, capsys, flags, message):
   workdir = tmp_path / 'study'
-  with pytest.raises(SystemExit) as error:
-    runner.main(DEGRADATION, [f'--workdir={workdir}', *flags])
-  text = str(error.value)
-  assert '\n' not in text and text.startswith('degradation: ')
+  text = _bad_input(capsys, [f'--workdir={workdir}', *flags])
   assert re.search(message, text), text
   assert not workdir.exists()
 
 
-def test_bad_quick_steps_is_an_error_before_any_run(tmp_path, monkeypatch):
+def test_bad_quick_steps_is_an_error_before_any_run(tmp_path, monkeypatch, capsys):
   monkeypatch.setenv(runner.QUICK_STEPS_ENV, 'ten')
-  with pytest.raises(SystemExit, match=r"^degradation: RESNET_JAX_QUICK_STEPS='ten': give a whole"):
-    runner.main(DEGRADATION, [f"--workdir={tmp_path / 'study'}", '--preset=quick'])
+  text = _bad_input(capsys, [f"--workdir={tmp_path / 'study'}", '--preset=quick'])
+  assert text.startswith("degradation: RESNET_JAX_QUICK_STEPS='ten': give a whole")
   assert not (tmp_path / 'study').exists()
 
 
-def test_cli_prints_one_line_and_exits_nonzero(tmp_path):
+def test_cli_prints_one_line_and_exits_2_on_bad_input(tmp_path):
   result = subprocess.run([sys.executable, 'experiments/degradation.py',
                            f"--workdir={tmp_path / 'study'}", '--models=plain21'],
                           cwd=REPO, capture_output=True, text=True)
-  assert result.returncode == 1
+  assert result.returncode == 2
   assert result.stderr.strip().splitlines() == [
       "degradation: unknown model 'plain21': use plain<d> or resnet<d> with d = 6n+2 "
       '(e.g. plain20, resnet56)']
@@ -152,19 +159,17 @@ def _finished_run(workdir: Path, saved_config: dict) -> Path:
   return run_dir
 
 
-def test_a_run_of_another_preset_is_an_error_before_any_work(tmp_path, monkeypatch):
+def test_a_run_of_another_preset_is_an_error_before_any_work(tmp_path, monkeypatch, capsys):
   monkeypatch.delenv(runner.QUICK_STEPS_ENV, raising=False)
   workdir = tmp_path / 'study'
   _finished_run(workdir, QUICK_PLAIN20)
-  with pytest.raises(SystemExit) as error:
-    runner.main(DEGRADATION, [f'--workdir={workdir}', '--models=plain20'])  # the paper preset
-  text = str(error.value)
+  text = _bad_input(capsys, [f'--workdir={workdir}', '--models=plain20'])  # the paper preset
   assert text.startswith(f"degradation: {workdir / 'plain20' / 'seed0'} holds a run with ")
   for differ in ('val_split=0 (now 5000)', 'train_subset=10000 (now 0)',
                  'test_subset=1000 (now 0)', 'num_train_steps=250 (now 64000)',
                  'lr_boundaries=[125, 188] (now [32000, 48000])'):
     assert differ in text
-  assert '\n' not in text and sorted(path.name for path in workdir.iterdir()) == ['plain20']
+  assert sorted(path.name for path in workdir.iterdir()) == ['plain20']
 
 
 def test_a_finished_run_of_the_same_preset_is_skipped(tmp_path, monkeypatch, capsys):
@@ -177,13 +182,13 @@ def test_a_finished_run_of_the_same_preset_is_skipped(tmp_path, monkeypatch, cap
   assert (workdir / 'results.csv').exists() and (workdir / 'figures' / 'figure6.png').exists()
 
 
-def test_a_run_without_the_subset_fields_is_another_study(tmp_path):
+def test_a_run_without_the_subset_fields_is_another_study(tmp_path, capsys):
   older = {name: value for name, value in QUICK_PLAIN20.items() if not name.endswith('_subset')}
   workdir = tmp_path / 'study'
   _finished_run(workdir, older)
-  with pytest.raises(SystemExit, match=r'holds a run with train_subset=None \(now 10000\), '
-                     r'test_subset=None \(now 1000\)'):
-    runner.main(DEGRADATION, [f'--workdir={workdir}', '--preset=quick', '--models=plain20'])
+  text = _bad_input(capsys, [f'--workdir={workdir}', '--preset=quick', '--models=plain20'])
+  assert re.search(r'holds a run with train_subset=None \(now 10000\), '
+                   r'test_subset=None \(now 1000\)', text), text
 
 
 def test_parallel_jobs_start_deepest_first_within_each_seed(tmp_path):
@@ -321,9 +326,9 @@ def test_tiny_study_trains_is_cut_then_skips_the_finished_run_and_resumes_the_ot
       '-m resnet_jax.main --config=configs/degradation.py:resnet8 --workdir=')
 
 
-def test_plot_only_without_runs_is_a_one_line_error(tmp_path):
-  with pytest.raises(SystemExit, match=r'^degradation: no runs in .*metrics.jsonl$'):
-    runner.main(DEGRADATION, [f"--workdir={tmp_path / 'missing'}", '--plot-only'])
+def test_plot_only_without_runs_is_a_one_line_error(tmp_path, capsys):
+  text = _bad_input(capsys, [f"--workdir={tmp_path / 'missing'}", '--plot-only'])
+  assert re.match(r'^degradation: no runs in .*metrics.jsonl$', text), text
   assert not (tmp_path / 'missing').exists()
 
 
@@ -336,3 +341,31 @@ def test_plot_only_redraws_without_training(fake_study, capsys):
                                                       str(workdir / 'results.csv')]
   assert all(Path(path).exists() for path in drawn)
   assert not (workdir / 'run_info.json').exists()
+
+
+def test_status_prints_every_run_of_a_half_finished_study(fake_study, capsys):
+  workdir, _ = fake_study(models=('plain20', 'resnet20'), seeds=2, num_steps=320)
+  # asked for by the last invocation: resnet56/seed0 too, not started yet
+  runs = ['plain20/seed0', 'resnet20/seed0', 'plain20/seed1', 'resnet20/seed1', 'resnet56/seed0']
+  (workdir / 'run_info.json').write_text(json.dumps({'invocations': [{'runs': dict.fromkeys(
+      runs)}]}))
+  (workdir / 'slurm').mkdir()
+  (workdir / 'slurm' / 'jobs.json').write_text(json.dumps(
+      {run: f'12_{task}' for task, run in enumerate(runs)}))
+  for run, state, code in (('plain20/seed1', 'exited', 1), ('resnet20/seed0', 'exited', 143),
+                           ('resnet20/seed1', 'running', None)):
+    metrics = workdir / run / 'metrics.jsonl'
+    metrics.write_text(''.join(metrics.read_text().splitlines(keepends=True)[:-12]))  # no 'end'
+    status.write_state(workdir / run, state, code, f'12_{runs.index(run)}')
+  (workdir / 'plain20' / 'seed1.log').write_text('$ python -m resnet_jax.main ...\n'
+                                                 'error: out of memory\n\n')
+  runner.main(DEGRADATION, [f'--workdir={workdir}', '--status'])
+  assert capsys.readouterr().out == (
+      'run             state     slurm job  detail\n'
+      'plain20/seed0   finished  12_0       step 320\n'
+      'resnet20/seed0  pending   12_1       stopped (exit 143) at step 160, resumes\n'
+      'plain20/seed1   failed    12_2       exit 1: error: out of memory\n'
+      'resnet20/seed1  running   12_3       step 160\n'
+      'resnet56/seed0  pending   12_4       not started\n'
+      '1 finished, 2 pending, 1 failed, 1 running\n')
+  assert not (workdir / 'figures').exists()  # --status only reads
