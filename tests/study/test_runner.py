@@ -35,13 +35,13 @@ QUICK_PLAIN20 = {'model': 'plain20', 'seed': 0, 'dataset': 'cifar10', 'val_split
                  'train_subset': 10000, 'test_subset': 1000}
 
 
-def _bad_input(capsys, argv: list[str]) -> str:
-  """The one line runner.main prints for bad input `argv`, after checking it exits 2."""
+def bad_input(capsys, argv: list[str], spec=DEGRADATION) -> str:
+  """The one line runner.main(spec) prints for bad input `argv`, after checking it exits 2."""
   with pytest.raises(SystemExit) as error:
-    runner.main(DEGRADATION, argv)
+    runner.main(spec, argv)
   assert error.value.code == 2
   lines = capsys.readouterr().err.splitlines()
-  assert len(lines) == 1 and lines[0].startswith('degradation: '), lines
+  assert len(lines) == 1 and lines[0].startswith(f'{spec.name}: '), lines
   return lines[0]
 
 
@@ -65,14 +65,14 @@ def _rows(path: Path) -> list[dict]:
 ])
 def test_bad_flags_are_one_line_errors_before_any_run(tmp_path, capsys, flags, message):
   workdir = tmp_path / 'study'
-  text = _bad_input(capsys, [f'--workdir={workdir}', *flags])
+  text = bad_input(capsys, [f'--workdir={workdir}', *flags])
   assert re.search(message, text), text
   assert not workdir.exists()
 
 
 def test_bad_quick_steps_is_an_error_before_any_run(tmp_path, monkeypatch, capsys):
   monkeypatch.setenv(runner.QUICK_STEPS_ENV, 'ten')
-  text = _bad_input(capsys, [f"--workdir={tmp_path / 'study'}", '--preset=quick'])
+  text = bad_input(capsys, [f"--workdir={tmp_path / 'study'}", '--preset=quick'])
   assert text.startswith("degradation: RESNET_JAX_QUICK_STEPS='ten': give a whole")
   assert not (tmp_path / 'study').exists()
 
@@ -163,7 +163,7 @@ def test_a_run_of_another_preset_is_an_error_before_any_work(tmp_path, monkeypat
   monkeypatch.delenv(runner.QUICK_STEPS_ENV, raising=False)
   workdir = tmp_path / 'study'
   _finished_run(workdir, QUICK_PLAIN20)
-  text = _bad_input(capsys, [f'--workdir={workdir}', '--models=plain20'])  # the paper preset
+  text = bad_input(capsys, [f'--workdir={workdir}', '--models=plain20'])  # the paper preset
   assert text.startswith(f"degradation: {workdir / 'plain20' / 'seed0'} holds a run with ")
   for differ in ('val_split=0 (now 5000)', 'train_subset=10000 (now 0)',
                  'test_subset=1000 (now 0)', 'num_train_steps=250 (now 64000)',
@@ -186,7 +186,7 @@ def test_a_run_without_the_subset_fields_is_another_study(tmp_path, capsys):
   older = {name: value for name, value in QUICK_PLAIN20.items() if not name.endswith('_subset')}
   workdir = tmp_path / 'study'
   _finished_run(workdir, older)
-  text = _bad_input(capsys, [f'--workdir={workdir}', '--preset=quick', '--models=plain20'])
+  text = bad_input(capsys, [f'--workdir={workdir}', '--preset=quick', '--models=plain20'])
   assert re.search(r'holds a run with train_subset=None \(now 10000\), '
                    r'test_subset=None \(now 1000\)', text), text
 
@@ -327,7 +327,7 @@ def test_tiny_study_trains_is_cut_then_skips_the_finished_run_and_resumes_the_ot
 
 
 def test_plot_only_without_runs_is_a_one_line_error(tmp_path, capsys):
-  text = _bad_input(capsys, [f"--workdir={tmp_path / 'missing'}", '--plot-only'])
+  text = bad_input(capsys, [f"--workdir={tmp_path / 'missing'}", '--plot-only'])
   assert re.match(r'^degradation: no runs in .*metrics.jsonl$', text), text
   assert not (tmp_path / 'missing').exists()
 

@@ -19,7 +19,7 @@ import pytest
 from resnet_jax.study import runner, slurm
 from resnet_jax.study.status import state_file, status_table
 from resnet_jax.study.studies import DEGRADATION
-from tests.study.test_runner import FIGURES, REPO, TINY_FLAGS, _bad_input
+from tests.study.test_runner import FIGURES, REPO, TINY_FLAGS, bad_input
 
 DAEMONS = ('munged', 'slurmctld', 'slurmd')
 TINY_STEPS = 48  # RESNET_JAX_QUICK_STEPS: log every step, evaluate and checkpoint every 4
@@ -46,7 +46,7 @@ def _fake_slurm(tmp_path: Path) -> Path:
 
 def test_slurm_without_sbatch_on_path_is_bad_input(tmp_path, monkeypatch, capsys):
   monkeypatch.setenv('PATH', str(tmp_path))
-  text = _bad_input(capsys, [f"--workdir={tmp_path / 'study'}", '--launcher=slurm'])
+  text = bad_input(capsys, [f"--workdir={tmp_path / 'study'}", '--launcher=slurm'])
   assert text == ('degradation: --launcher=slurm: sbatch is not on PATH; run on a SLURM login '
                   'node or use --launcher=local')
   assert not (tmp_path / 'study').exists()
@@ -64,7 +64,7 @@ def test_slurm_without_sbatch_on_path_is_bad_input(tmp_path, monkeypatch, capsys
 def test_bad_slurm_flags_exit_2_before_anything_is_submitted(tmp_path, monkeypatch, capsys, flags,
                                                              message):
   monkeypatch.setenv('PATH', f"{_fake_slurm(tmp_path)}:{os.environ['PATH']}")
-  text = _bad_input(capsys, [f"--workdir={tmp_path / 'study'}", *flags])
+  text = bad_input(capsys, [f"--workdir={tmp_path / 'study'}", *flags])
   assert message in text, text
   assert not (tmp_path / 'study').exists() and not (tmp_path / 'submitted').exists()
 
