@@ -8,7 +8,7 @@ Curves are the mean over seeds at the steps that every seed logged; the x axis c
 iterations in units scaled to the runs (1e4 for the paper's 64k, as its figures; 1e3 or single
 iterations for shorter runs). draw_figures draws the finished runs only, so that a study still
 under way (e.g. on SLURM) draws what it has: each label says how many runs its curve holds, e.g.
-'resnet-20 (3 runs)'. Every figure's title says what the runs are (runs.describe), so quick or
+'ResNet-20 (3 runs)'. Every figure's title says what the runs are (runs.describe), so quick or
 partial studies are never taken for the paper's.
 """
 
@@ -29,6 +29,7 @@ FIGURES_DIR = 'figures'
 ITERATION_UNITS = (10_000, 1000, 1)  # He et al. 2015 Fig. 1 and Fig. 6: 'iter. (1e4)'
 EARLY_GRAD_NORM_ROWS = 3
 _TITLES = {'plain': 'plain networks', 'resnet': 'ResNets'}
+_FAMILY_NAMES = {'plain': 'plain', 'resnet': 'ResNet'}
 _DEPTH_COLOURS = {20: 'tab:orange', 32: 'tab:blue', 44: 'tab:red', 56: 'tab:green',
                   110: 'tab:purple'}
 
@@ -36,12 +37,13 @@ Runs = dict[str, list[Run]]
 
 
 def label(model: str) -> str:
+  """The paper's name of a network: 'plain-20', 'ResNet-56' (He et al. 2015 Fig. 6)."""
   family, depth = parse_model(model)
-  return f'{family}-{depth}'
+  return f"{_FAMILY_NAMES[family]}-{depth}"
 
 
 def counted(text: str, runs: list[Run]) -> str:
-  """`text` with the number of runs its curve holds, e.g. 'resnet-20 (3 runs)'."""
+  """`text` with the number of runs its curve holds, e.g. 'ResNet-20 (3 runs)'."""
   return f"{text} ({len(runs)} run{'' if len(runs) == 1 else 's'})"
 
 

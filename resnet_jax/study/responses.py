@@ -136,7 +136,7 @@ def write_layer_responses(workdir: Path) -> list[Path]:
   path = out / RESPONSES_FILE
   atomic_write_text(path, json.dumps(responses, indent=1, sort_keys=True) + '\n')
   runs = load_runs(workdir)
-  title = (f'{describe(runs)}; std of each 3x3 layer after BN on the first '
+  title = (f'{describe(runs)}\nstd of each 3x3 layer after BN on the first '
            f'{min(entry["images"] for entry in responses.values())} test images, at the last '
            'checkpoint (after He et al. 2015 Fig. 7)')
   fig = figure7(responses, title)

@@ -36,7 +36,7 @@ def test_figure6_plots_mean_error_in_percent_against_iterations(fake_study, num_
     assert train.get_color() == test.get_color()
   assert plain_ax.get_xlabel() == resnet_ax.get_xlabel() == xlabel
   legend = [text.get_text() for text in resnet_ax.get_legend().get_texts()]
-  assert legend == ['resnet-20 (2 runs)', 'resnet-56 (2 runs)', 'training', 'test']
+  assert legend == ['ResNet-20 (2 runs)', 'ResNet-56 (2 runs)', 'training', 'test']
   assert [ax.get_ylabel() for ax in fig.axes] == ['error (%)', 'error (%)']
   colours = {_line(fig, f'{model}/test_error').get_color() for model in truth}
   assert len(colours) == 2  # one colour per depth, shared by plain and residual
@@ -75,7 +75,7 @@ def test_error_vs_depth_plots_final_mean_with_seed_std(fake_study):
 def test_grad_norms_plots_first_logged_steps_per_layer(fake_study):
   workdir, truth = fake_study()
   fig = figures.grad_norms(load_runs(workdir))
-  assert [ax.get_title() for ax in fig.axes] == ['plain-56 (2 runs)', 'resnet-56 (2 runs)']
+  assert [ax.get_title() for ax in fig.axes] == ['plain-56 (2 runs)', 'ResNet-56 (2 runs)']
   for model in ('plain56', 'resnet56'):
     norms = _seed_mean(truth, model, 'grad_norms')
     for i, step in enumerate(truth[model][0]['train_steps'][:3]):
@@ -127,7 +127,7 @@ def test_draw_figures_draws_the_finished_runs_labelled_with_their_count(fake_stu
   fig = drawn['figure6']
   legends = [[text.get_text() for text in ax.get_legend().get_texts()] for ax in fig.axes]
   assert legends == [['plain-20 (3 runs)', 'training', 'test'],
-                     ['resnet-20 (2 runs)', 'resnet-56 (3 runs)', 'training', 'test']]
+                     ['ResNet-20 (2 runs)', 'ResNet-56 (3 runs)', 'training', 'test']]
   finished = np.mean([truth['resnet20'][seed]['test_error'] for seed in (0, 2)], axis=0)
   np.testing.assert_allclose(_line(fig, 'resnet20/test_error').get_ydata(), 100 * finished)
   assert [text.get_text() for text in drawn['figure1'].axes[0].get_legend().get_texts()] == [
