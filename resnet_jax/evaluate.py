@@ -10,11 +10,10 @@ With --workdir the run's config.json is taken as it is (model, data, normalisati
 --config.normalization=given for weights trained on ImageNet-normalised inputs, as released
 PyTorch CIFAR weights are). Prints one JSON line: "top1_error", "top5_error" (100 classes or
 more), "loss", "examples", "checkpoint_step" (null for PyTorch weights), "split", "devices".
-With --output
-it also writes OUT/evaluation.json, OUT/per_class.csv (examples, correct and accuracy per class)
-and OUT/confusion.png and .svg (rows: true class, columns: predicted), each atomically. 'best' is
-the kept checkpoint with the lowest error on the split the run ranked its checkpoints by (val,
-else test: metrics.jsonl's eval rows). Partial batches are padded and masked, on any number of
+With --output it also writes OUT/evaluation.json, OUT/per_class.csv (examples, correct and
+accuracy per class) and OUT/confusion.png and .svg (rows: true class, columns: predicted), each
+atomically. 'best' is the kept checkpoint with the lowest error on the split the run ranked its
+checkpoints by (val, else test: metrics.jsonl's eval rows); a run still training is only read. Partial batches are padded and masked, on any number of
 devices. Bad input (a workdir without checkpoints, an unknown split, no best checkpoint, a file
 that is no state_dict or does not fit the model, an output folder that is a file or holds an
 earlier evaluation) is one line on stderr and exit status 2, before anything is written.
@@ -161,7 +160,7 @@ def _network(request: Request, setup: loop.Setup, mesh):
   """setup.state holding the network to evaluate: the checkpoint, or the converted weights."""
   if request.variables is None:
     with checkpoint.Checkpointer(str(request.workdir), request.config.keep_checkpoints,
-                                 checkpoint.best_metric(request.config)) as ckpt:
+                                 checkpoint.best_metric(request.config), read_only=True) as ckpt:
       try:
         return ckpt.restore_step(request.step, setup.state)[0]
       except ValueError as error:

@@ -7,6 +7,9 @@ import tempfile
 from collections.abc import Callable
 from typing import IO
 
+_UMASK = os.umask(0o022)  # read once, at import: setting it later would race other threads
+os.umask(_UMASK)
+
 
 def atomic_write(path: str | os.PathLike, write: Callable[[IO], None], binary: bool = False) -> None:
   """Calls `write` on a temporary file beside `path`, then renames it over `path`: a reader sees
@@ -16,19 +19,13 @@ def atomic_write(path: str | os.PathLike, write: Callable[[IO], None], binary: b
   fd, tmp = tempfile.mkstemp(dir=os.path.dirname(os.path.abspath(path)),
                              prefix='.' + os.path.basename(path) + '.')
   try:
-    os.fchmod(fd, 0o666 & ~_umask())
+    os.fchmod(fd, 0o666 & ~_UMASK)
     with os.fdopen(fd, 'wb' if binary else 'w') as f:
       write(f)
     os.replace(tmp, path)
   except BaseException:
     os.unlink(tmp)
     raise
-
-
-def _umask() -> int:
-  mask = os.umask(0)
-  os.umask(mask)
-  return mask
 
 
 def atomic_write_text(path: str | os.PathLike, text: str) -> None:

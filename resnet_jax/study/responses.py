@@ -75,7 +75,7 @@ def run_responses(run_dir: Path) -> dict:
   config = ml_collections.ConfigDict(read_config(run_dir))
   setup = loop.build(config, parallel.make_mesh())
   with checkpoint.Checkpointer(str(run_dir), config.keep_checkpoints,
-                               f'{setup.data.eval_splits[0]}_error') as ckpt:
+                               f'{setup.data.eval_splits[0]}_error', read_only=True) as ckpt:
     step = ckpt.latest_step()
     state, _ = ckpt.restore_step(step, setup.state)
   arrays = setup.data.arrays('test')

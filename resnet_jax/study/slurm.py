@@ -16,7 +16,6 @@ import dataclasses
 import json
 import shlex
 import shutil
-import signal
 import subprocess
 from collections.abc import Sequence
 from pathlib import Path
@@ -28,7 +27,6 @@ from resnet_jax.study.runs import is_finished
 SLURM_DIR = 'slurm'  # DIR/slurm: the script, slurm's own output per task, jobs.json
 JOBS_FILE = 'jobs.json'
 STOP_WARNING_SECONDS = 300  # SIGTERM this long before the time limit: time to checkpoint
-STOPPED_STATUS = 128 + signal.SIGTERM  # resnet_jax.main's exit after a SIGTERM checkpoint
 
 
 @dataclasses.dataclass(frozen=True)
@@ -82,8 +80,8 @@ def script_text(name: str, workdir: Path, jobs: Sequence, repo: Path, env: dict[
   return '\n'.join([
       '#!/bin/bash',
       f'# The {name} study: one task per run (model/seed), each running exactly the command of',
-      '# the local runner. A run stopped by SIGTERM checkpoints, exits '
-      f'{STOPPED_STATUS} and is requeued to resume.',
+      '# the local runner. A run stopped by a signal checkpoints, exits 128 + the signal and',
+      '# is requeued to resume.',
       *[f'#SBATCH {shlex.quote(directive)}' for directive in directives],
       'set -u',
       'case "$SLURM_ARRAY_TASK_ID" in',
@@ -99,13 +97,16 @@ def script_text(name: str, workdir: Path, jobs: Sequence, repo: Path, env: dict[
       'mkdir -p "$(dirname "$log")"',
       f'record "{{\\"state\\": \\"{status.RUNNING}\\", \\"slurm_job\\": \\"$job\\"}}"',
       'printf \'$\' >> "$log"; printf \' %q\' "${command[@]}" >> "$log"; echo >> "$log"',
-      'srun --ntasks=1 --open-mode=append --output="$log" "${command[@]}"',
-      'code=$?',
+      "trap ':' TERM  # preemption and the time limit signal this shell too: wait for the run",
+      'srun --ntasks=1 --cpus-per-task="${SLURM_CPUS_PER_TASK:-1}" --open-mode=append \\',
+      '  --output="$log" "${command[@]}" &',
+      'pid=$!',
+      'while :; do wait "$pid"; code=$?; kill -0 "$pid" 2>/dev/null || break; done',
       f'record "{{\\"state\\": \\"{status.EXITED}\\", \\"exit\\": $code, '
       '\\"slurm_job\\": \\"$job\\"}"',
-      f'if [ "$code" -eq {STOPPED_STATUS} ]; then',
-      '  scontrol requeue "$job"  # this task only; the run resumes from its new checkpoint',
-      'fi',
+      f'case "$code" in {"|".join(map(str, sorted(status.STOPPED_STATUSES)))})',
+      '  scontrol requeue "$job" ;;  # this task only; the run resumes from its new checkpoint',
+      'esac',
       'exit "$code"',
       '',
   ])
@@ -134,7 +135,7 @@ def submit(name: str, workdir: Path, jobs: Sequence, repo: Path, env: dict[str, 
   todo = []
   for job in jobs:
     skip = 'finished' if is_finished(job.run_dir) else 'queued' if job.name in queued else None
-    print(f'{job.name}: {skip}, skipped' if skip else f'{job.name}: submitted', flush=True)
+    print(f'{job.name}: {skip}, skipped' if skip else f'{job.name}: to submit', flush=True)
     if not skip:
       todo.append(job)
   if not todo:

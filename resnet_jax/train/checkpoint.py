@@ -114,7 +114,7 @@ def choose_step(workdir: str, config, which: str) -> int:
   """The step of which='latest', 'best' (lowest best_metric among the kept checkpoints, by the
   run's metrics.jsonl) or a step number among the checkpoints in workdir; one-line ValueError
   naming the choices otherwise."""
-  with Checkpointer(workdir, config.keep_checkpoints, best_metric(config)) as ckpt:
+  with Checkpointer(workdir, config.keep_checkpoints, best_metric(config), read_only=True) as ckpt:
     kept = ckpt.steps()
   if not kept:
     raise ValueError(f'{workdir} has no checkpoint: train it first (python -m resnet_jax.main)')
@@ -159,7 +159,7 @@ def restore_variables(workdir: str, step: int, mesh) -> dict:
   own config.json, with the class count its checkpoint holds; only the network is returned.
   """
   config = run_config(workdir)
-  with Checkpointer(workdir, config.keep_checkpoints, best_metric(config)) as ckpt:
+  with Checkpointer(workdir, config.keep_checkpoints, best_metric(config), read_only=True) as ckpt:
     classes = ckpt.shapes(step)['params/head/kernel'][-1]
     size = models.input_size(config.model)
     model = models.get_model(config.model, classes, zero_init_residual=config.zero_init_residual)
@@ -217,10 +217,12 @@ class _Damaged(Exception):
 class Checkpointer:
   """orbax CheckpointManager: latest `keep` checkpoints plus the best by `best_metric`.
 
-  Creates nothing on disk before the first save.
+  Creates nothing on disk before the first save. `read_only` (for readers of another process's
+  run: evaluate, convert, init_from, Fig. 7) never saves, deletes or cleans up, so a run that is
+  still training keeps its checkpoint in progress.
   """
 
-  def __init__(self, workdir: str, keep: int, best_metric: str):
+  def __init__(self, workdir: str, keep: int, best_metric: str, read_only: bool = False):
     self._workdir = workdir
     self._root = os.path.abspath(os.path.join(workdir, CHECKPOINT_DIR))
     policy = ocp.checkpoint_managers.AnyPreservationPolicy([
@@ -232,8 +234,8 @@ class Checkpointer:
     self._manager = ocp.CheckpointManager(
         self._root,
         options=ocp.CheckpointManagerOptions(
-            preservation_policy=policy, create=False,
-            cleanup_tmp_directories=os.path.isdir(self._root)),
+            preservation_policy=policy, create=False, read_only=read_only,
+            cleanup_tmp_directories=not read_only and os.path.isdir(self._root)),
         item_handlers={'state': ocp.StandardCheckpointHandler(),
                        'meta': ocp.JsonCheckpointHandler()})
 

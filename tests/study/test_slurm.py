@@ -23,7 +23,7 @@ from tests.study.test_runner import FIGURES, REPO, TINY_FLAGS, bad_input
 
 DAEMONS = ('munged', 'slurmctld', 'slurmd')
 TINY_STEPS = 48  # RESNET_JAX_QUICK_STEPS: log every step, evaluate and checkpoint every 4
-CUT_AFTER = 20  # a checkpoint step of the tiny study
+CUT_AFTER = 8  # an early checkpoint step of the tiny study: 40 steps left for the signal to land
 REQUEUE_WAIT_SECONDS = 60
 STUDY_SECONDS = 240
 # SLURM holds a requeued job until the credentials of its last start have expired (120 s by
