@@ -33,8 +33,7 @@ from resnet_jax import cli, models, parallel
 from resnet_jax import config as config_lib
 from resnet_jax.errors import ConfigError
 from resnet_jax.interop import pytorch, torch_files
-from resnet_jax.train import checkpoint, optim
-from resnet_jax.train.state import create_train_state
+from resnet_jax.train import checkpoint
 
 FLAGS = flags.FlagValues()
 _TORCH_WEIGHTS = flags.DEFINE_string('torch_weights', None, 'PyTorch .pt/.th file to import',
@@ -75,12 +74,8 @@ def import_torch(torch_weights: str, model: str, workdir: str,
     config = import_config(model, classes, base)
   except ValueError as error:
     raise ConfigError(f'--torch_weights={torch_weights}: {error}') from None
-  mesh = parallel.make_mesh()
-  size = models.input_size(model)
-  network = models.get_model(model, classes, zero_init_residual=config.zero_init_residual)
-  state = create_train_state(network, optim.create_optimizer(config).tx, (size, size, 3),
-                             config.seed, mesh)
-  state = checkpoint.with_network(state, variables)
+  state = checkpoint.with_network(
+      checkpoint.template_state(config, classes, parallel.make_mesh()), variables)
   with checkpoint.Checkpointer(workdir, config.keep_checkpoints,
                                checkpoint.best_metric(config)) as ckpt:
     ckpt.save(0, state, {'wall_time': 0.0})

@@ -160,13 +160,18 @@ def restore_variables(workdir: str, step: int, mesh) -> dict:
   """
   config = run_config(workdir)
   with Checkpointer(workdir, config.keep_checkpoints, best_metric(config), read_only=True) as ckpt:
-    classes = ckpt.shapes(step)['params/head/kernel'][-1]
-    size = models.input_size(config.model)
-    model = models.get_model(config.model, classes, zero_init_residual=config.zero_init_residual)
-    template = create_train_state(model, optim.create_optimizer(config).tx, (size, size, 3),
-                                  config.seed, mesh)
+    template = template_state(config, ckpt.shapes(step)['params/head/kernel'][-1], mesh)
     state, _ = ckpt.restore_step(step, template)
   return {'params': state.params, 'batch_stats': state.batch_stats}
+
+
+def template_state(config, classes: int, mesh) -> TrainState:
+  """A fresh train state of config's network with `classes` outputs and its optimizer, on mesh:
+  the tree that a checkpoint of that run restores into."""
+  size = models.input_size(config.model)
+  model = models.get_model(config.model, classes, zero_init_residual=config.zero_init_residual)
+  return create_train_state(model, optim.create_optimizer(config).tx, (size, size, 3),
+                            config.seed, mesh)
 
 
 def _reason(error: BaseException, limit: int = 200) -> str:
