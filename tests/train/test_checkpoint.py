@@ -126,13 +126,16 @@ def test_workdir_that_cannot_be_created_is_refused(tmp_path):
 @pytest.mark.parametrize('read_only', [True, False])
 def test_a_reader_leaves_a_save_in_progress(tmp_path, read_only):
   """evaluate, convert and init_from open the checkpoints of a run that may still be training:
-  read-only, they must not clean up its temporary folder; a writer (the control) does."""
+  read-only, they must not clean up its temporary folder. The control, a writer, cleans it up
+  (orbax does so in the background, finished before the writer's first save)."""
   optimizer = optim.create_optimizer(plateau_config())
   with checkpoint.Checkpointer(str(tmp_path), keep=2, best_metric='test_error') as saver:
     saver.save(1, new_state(optimizer), {'wall_time': 1.0})
   in_progress = tmp_path / checkpoint.CHECKPOINT_DIR / '2.orbax-checkpoint-tmp-1764720000000000'
   (in_progress / 'state').mkdir(parents=True)
   with checkpoint.Checkpointer(str(tmp_path), keep=2, best_metric='test_error',
-                               read_only=read_only) as reader:
-    assert reader.steps() == [1]
+                               read_only=read_only) as opened:
+    assert opened.steps() == [1]
+    if not read_only:
+      opened.save(3, new_state(optimizer), {'wall_time': 3.0})
   assert in_progress.exists() == read_only
