@@ -4,7 +4,6 @@ the activations of Fig. 4 / Table 2, against hand counts and hand computations."
 import functools
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 import pytest
 
@@ -13,6 +12,7 @@ from resnet_jax.models import MODEL_NAMES, get_model, parse_name
 from resnet_jax.models.blocks import GATE_BIAS, Mixing, ResNet
 from resnet_jax.models.probe import abstract_init, module_calls
 from resnet_jax.study import papers
+from tests.models.test_models import random_variables
 
 ACTIVATION_UNITS = ('v1', 'bn_after_add', 'relu_before_add', 'relu_preact', 'v2')  # Fig. 4 (a)-(e)
 SHORTCUT_UNITS = ('scale_shortcut', 'scale_both', 'exclusive_gate_b6', 'exclusive_gate_b0',
@@ -95,20 +95,6 @@ def images(seed: int = 0) -> np.ndarray:
   return np.random.default_rng(seed).normal(size=(2, 32, 32, 3)).astype(np.float32)
 
 
-def random_variables(model: ResNet) -> dict:
-  """Variables drawn with numpy: He-scaled kernels, BN scales, biases and running statistics
-  away from 1 and 0, so that eval-mode BN and every bias do something."""
-  rng = np.random.default_rng(0)
-  draws = {'kernel': lambda shape: rng.normal(0, np.sqrt(2 / np.prod(shape[:-1])), shape),
-           'scale': lambda shape: rng.uniform(0.5, 1.5, shape),
-           'bias': lambda shape: rng.normal(0, 0.2, shape),
-           'mean': lambda shape: rng.normal(0, 0.2, shape),
-           'var': lambda shape: rng.uniform(0.5, 2.0, shape)}
-  return jax.tree_util.tree_map_with_path(
-      lambda path, leaf: draws[path[-1].key](leaf.shape).astype(np.float32),
-      abstract_init(model, 32)[0])
-
-
 def calls_of(model: ResNet, variables: dict, x: np.ndarray, **kwargs) -> dict:
   """{path: (input, output)} of every module call of model.apply, run eagerly."""
   _, calls = module_calls(lambda: model.apply(variables, x, **kwargs))
@@ -173,7 +159,7 @@ def unit_output(unit: str, block: str, strides: int):
   """The block's input and output in resnet14_{unit} (two units a stage; eval mode, random
   variables), and the hand Block of its parameters."""
   model = get_model(f'resnet14_{unit}')
-  variables = random_variables(model)
+  variables = random_variables(model, 32)
   calls = calls_of(model, variables, images())
   return calls[block], Block(variables, block, strides), calls
 
@@ -216,7 +202,7 @@ def test_v1_and_conv_shortcut_are_options_b_and_c():
   """Below 164, resnet{N}_v1 is resnet{N}_b and resnet{N}_conv_shortcut is resnet{N}_c."""
   x = images()
   for he2016, he2015 in (('resnet8_v1', 'resnet8_b'), ('resnet8_conv_shortcut', 'resnet8_c')):
-    variables = random_variables(get_model(he2015))
+    variables = random_variables(get_model(he2015), 32)
     np.testing.assert_array_equal(get_model(he2016).apply(variables, x),
                                   get_model(he2015).apply(variables, x))
 
@@ -252,7 +238,7 @@ def test_highway_is_exclusive_gating_with_option_a():
   assert highway.mixing == Mixing(gate='exclusive', gate_bias=GATE_BIAS) and GATE_BIAS == -1
   gated = ResNet(stage_sizes=(1, 1, 1), widths=(16, 32, 64), num_classes=10, shortcut='A',
                  mixing=Mixing(gate='exclusive', gate_bias=-1.0))
-  variables = random_variables(highway)
+  variables = random_variables(highway, 32)
   np.testing.assert_array_equal(gated.apply(variables, images()), highway.apply(variables, images()))
 
 
@@ -265,7 +251,7 @@ def test_dropout_shortcut_eval_expectation():
 
 def test_dropout_shortcut_training_keeps_about_half_unscaled():
   model = get_model('resnet14_dropout_shortcut')
-  variables = random_variables(model)
+  variables = random_variables(model, 32)
   x = images()
 
   def run(seed):
@@ -350,7 +336,7 @@ def test_resnet_refuses_impossible_units(kwargs, message):
     ('resnet8_dropout_shortcut', 'a dropout shortcut'),
 ])
 def test_interop_refuses_unmappable_variants_in_one_line(name, what):
-  variables = jax.tree.map(np.asarray, random_variables(get_model(name)))
+  variables = jax.tree.map(np.asarray, random_variables(get_model(name), 32))
   for convert in (lambda: interop.to_torch(variables, name),
                   lambda: interop.from_torch({}, name)):
     with pytest.raises(ValueError) as error:
@@ -361,7 +347,7 @@ def test_interop_refuses_unmappable_variants_in_one_line(name, what):
 
 
 def test_interop_converts_v1_as_option_b():
-  variables = jax.tree.map(np.asarray, random_variables(get_model('resnet8_b')))
+  variables = jax.tree.map(np.asarray, random_variables(get_model('resnet8_b'), 32))
   ours, theirs = interop.to_torch(variables, 'resnet8_v1'), interop.to_torch(variables, 'resnet8_b')
   assert list(ours) == list(theirs)
   jax.tree.map(np.testing.assert_array_equal, ours, theirs)
