@@ -58,7 +58,7 @@ def test_csv_and_markdown_files(fake_study):
   assert markdown.startswith('Runs: cifar10, batch 128, 64000 iterations, 2 seeds.\n')
   mean, std, best = _expected(truth, 'resnet56', 'test_error')
   line = next(line for line in markdown.splitlines() if line.startswith('| resnet56 |'))
-  assert f'| 64000 |' in line and f'{mean:.2f} ± {std:.2f} ({best:.2f})' in line
+  assert '| 64000 |' in line and f'{mean:.2f} ± {std:.2f} ({best:.2f})' in line
   assert line.endswith(f'| 6.97 (ours {mean - 6.97:+.2f}) |')
   assert f"{truth['resnet56'][0]['params'] / 1e6:.2f}M" in line
   assert not list(workdir.glob('.*'))  # no temporary file left
