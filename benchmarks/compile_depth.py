@@ -18,27 +18,37 @@ reports:
   warm-up step (one synchronisation per window);
 - the child's peak resident memory.
 Results go to --output (JSON) and a Markdown table beside it (.md), rewritten after every row.
+
+    python benchmarks/compile_depth.py --chain --output=/tmp/chain.json
+
+--chain instead times the cause of the CPU cost alone: a chain of CHAIN_LAYERS residual 3x3
+conv-ReLU layers of stage 1 (32x32, 16 channels), forward and backward, unrolled, as a lax.scan
+with jax's convolution, and as a lax.scan with resnet_jax.models.loop_conv, with the dimension
+labels of the convolutions XLA:CPU compiled for each.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import json
+import re
 import resource
 import subprocess
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
 import jax
+import jax.numpy as jnp
 from absl import app, flags
 
 from benchmarks import throughput
 from resnet_jax import models, parallel
 from resnet_jax.config import LAYOUTS
 from resnet_jax.files import atomic_write_text
+from resnet_jax.models import loop_conv
 from resnet_jax.train import loop
 
 REPO = Path(__file__).resolve().parents[1]
@@ -59,6 +69,9 @@ flags.DEFINE_list('rows', list(DEFAULT_ROWS), 'MODEL:LAYOUT:BATCH:REMAT:STEPS, r
 flags.DEFINE_integer('timeout', 600, 'seconds a row may take (build, compile, steps) before it is '
                      'killed and reported as not finished')
 flags.DEFINE_string('child', '', 'internal: measure this one row and print it as JSON')
+flags.DEFINE_bool('chain', False, 'time the conv chain (unrolled, scanned, scanned with loop_conv) '
+                  'instead of the rows')
+flags.DEFINE_integer('chain_batch', 32, 'batch of the --chain measurement')
 # --windows (timed windows, the median reported) and --output (the JSON; the Markdown table goes
 # beside it) are benchmarks/throughput.py's flags, with this script's defaults.
 FLAGS.set_default('windows', 3)
@@ -138,6 +151,73 @@ def measure(row: Row, windows: int) -> dict[str, Any]:
   return result
 
 
+# --- the cause alone: a chain of convolutions, unrolled and in a loop ---------------------
+
+CHAIN_LAYERS = 6
+
+
+def chain_losses() -> dict[str, Callable]:
+  """loss(kernels [L, 3, 3, C, C], x) of the chain, by how it is compiled."""
+  def layer(conv, x, w):
+    return x + jax.nn.relu(conv(x, w, (1, 1), ((1, 1), (1, 1)),
+                                dimension_numbers=('NHWC', 'HWIO', 'NHWC')))
+
+  def unrolled(conv):
+    def loss(ws, x):
+      for w in ws:
+        x = layer(conv, x, w)
+      return jnp.sum(x * x)
+    return loss
+
+  def scanned(conv):
+    def loss(ws, x):
+      x, _ = jax.lax.scan(lambda x, w: (layer(conv, x, w), None), x, ws)
+      return jnp.sum(x * x)
+    return loss
+
+  lax_conv = jax.lax.conv_general_dilated
+  return {'unrolled, lax conv': unrolled(lax_conv), 'scan, lax conv': scanned(lax_conv),
+          'scan, loop_conv': scanned(loop_conv.loop_conv)}
+
+
+def measure_chain(batch: int, windows: int) -> list[dict[str, Any]]:
+  """ms per forward + backward of the chain (the best of `windows` calls after one), the
+  convolutions' dimension labels after compilation, and the gradients' relative difference from
+  the unrolled ones."""
+  channels, size = 16, 32
+  ws = 0.05 * jax.random.normal(jax.random.key(0), (CHAIN_LAYERS, 3, 3, channels, channels))
+  x = jax.random.normal(jax.random.key(1), (batch, size, size, channels))
+  rows, reference = [], None
+  for name, loss in chain_losses().items():
+    compiled = jax.jit(jax.grad(loss, (0, 1))).lower(ws, x).compile()
+    grads = jax.block_until_ready(compiled(ws, x))
+    reference = grads if reference is None else reference
+    timing = throughput.time_calls(lambda: compiled(ws, x), jax.block_until_ready, 0, 1, windows)
+    labels = sorted(set(re.findall(r'convolution\([^\n]*dim_labels=([a-z0-9_>-]+)',
+                                   compiled.as_text())))
+    error = max(float(jnp.linalg.norm(a - b) / jnp.linalg.norm(b))
+                for a, b in zip(grads, reference))
+    rows.append({'chain': name, 'batch_size': batch, 'ms': 1e3 * min(timing.windows_s),
+                 'dim_labels': labels, 'grads_relative_error': error})
+  return rows
+
+
+def chain_markdown(rows: Sequence[dict[str, Any]]) -> str:
+  lines = ['| chain | batch | ms fwd+bwd | conv dim_labels | grads rel. error |',
+           '|---|---|---|---|---|']
+  lines += [f'| {r["chain"]} | {r["batch_size"]} | {r["ms"]:.1f} | {", ".join(r["dim_labels"])} '
+            f'| {r["grads_relative_error"]:.1e} |' for r in rows]
+  return '\n'.join(lines) + '\n'
+
+
+def write_chain(output: Path, rows: list[dict[str, Any]]) -> None:
+  output.parent.mkdir(parents=True, exist_ok=True)
+  report = {'environment': throughput.environment(peer=False, compile_mode='off'), 'rows': rows}
+  atomic_write_text(output, json.dumps(report, indent=1) + '\n')
+  atomic_write_text(output.with_suffix('.md'), chain_markdown(rows))
+  print(chain_markdown(rows), end='')
+
+
 # --- the parent: rows in children, the report ------------------------------------------
 
 
@@ -206,8 +286,9 @@ def run(rows: Sequence[Row], timeout: int, windows: int, output: Path) -> dict[s
 
 def validate() -> list[Row]:
   """Every flag check before any work: one-line ValueError naming the flag and the fix."""
-  if FLAGS.timeout < 1 or FLAGS.windows < 1:
-    raise ValueError(f'--timeout={FLAGS.timeout} and --windows={FLAGS.windows} must be >= 1')
+  for name in ('timeout', 'windows', 'chain_batch'):
+    if FLAGS[name].value < 1:
+      raise ValueError(f'--{name}={FLAGS[name].value} must be >= 1')
   if not FLAGS.output.endswith('.json'):
     raise ValueError(f'--output={FLAGS.output} must end in .json (the table goes beside it)')
   if not FLAGS.rows:
@@ -224,6 +305,9 @@ def main(argv: Sequence[str]) -> None:
     rows = validate()
   except ValueError as error:
     sys.exit(f'error: {error}')
+  if FLAGS.chain:
+    write_chain(Path(FLAGS.output), measure_chain(FLAGS.chain_batch, FLAGS.windows))
+    return
   run(rows, FLAGS.timeout, FLAGS.windows, Path(FLAGS.output))
 
 

@@ -48,6 +48,20 @@ def test_a_row_past_its_timeout_is_reported_not_awaited(tmp_path):
   assert row['status'] == 'did not finish in 1 s' and 'compile_s' not in row
 
 
+def test_chain_shows_the_loop_layouts_and_loop_conv_keeps_the_canonical_one(tmp_path):
+  output = tmp_path / 'chain.json'
+  done = run_command('--chain', '--chain_batch=2', '--windows=1', f'--output={output}')
+  assert done.returncode == 0, done.stderr[-2000:]
+  rows = {r['chain']: r for r in json.loads(output.read_text())['rows']}
+  assert list(rows) == ['unrolled, lax conv', 'scan, lax conv', 'scan, loop_conv']
+  canonical = ['b01f_01io->b01f']
+  assert rows['unrolled, lax conv']['dim_labels'] == canonical
+  assert rows['scan, loop_conv']['dim_labels'] == canonical
+  assert 'f01b_i01o->01bf' in rows['scan, lax conv']['dim_labels']  # the weight gradient
+  assert all(r['grads_relative_error'] < 1e-5 and r['ms'] > 0 for r in rows.values())
+  assert output.with_suffix('.md').read_text().count('\n') == 2 + 3
+
+
 @pytest.mark.parametrize('item, match', [
     ('resnet14:stacked:4:0', 'MODEL:LAYOUT:BATCH:REMAT:STEPS'),
     ('resnet7:stacked:4:0:1', 'resnet7'),
