@@ -106,7 +106,8 @@ def train_step(
 ) -> tuple[TrainState, Metrics]:
   """One SGD step on one global batch; BN statistics are over the global batch.
 
-  `stream_barriers` sets the model's option of that name (see with_stream_barriers).
+  `stream_barriers` sets the model's options of that name and `loop_convs` (see
+  with_stream_barriers).
   """
   rng = jax.random.fold_in(state_lib.train_key(seed), state.step)
   augment_rng, dropout_rng = jax.random.split(rng)
