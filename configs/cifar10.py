@@ -11,7 +11,10 @@ The argument is MODEL[,RECIPE]; any field can be overridden, e.g.
 Recipe 'paper' (default), sec. 4.2: batch 128, SGD with momentum 0.9, weight decay 1e-4,
 lr 0.1 divided by 10 at 32k and 48k iterations, 64k iterations in all; 4-pixel padding,
 random 32x32 crop and horizontal flip; per-pixel mean subtracted. ResNet-110 and deeper
-warm up at lr 0.01 for the first 400 iterations. We train on all 50k training images
+warm up at lr 0.01 for the first 400 iterations: He 2015 sec. 4.2 "until the training error is
+below 80% (about 400 iterations)", for ResNet-110 and ResNet-1202 alike (sec. 4.2, Table 6), and
+He 2016 (appendix) "for all CIFAR experiments ... 0.01 at the beginning 400 iterations",
+ResNet-164 and ResNet-1001 among them. We train on all 50k training images
 (val_split=0) as for Table 6; --config.val_split=5000 gives the paper's 45k/5k split used
 for its analysis. Expected test error at the end (Table 6, original CIFAR-10):
 resnet20 8.75%, resnet32 7.51%, resnet44 7.17%, resnet56 6.97%, resnet110 6.43%

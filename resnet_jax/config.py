@@ -21,6 +21,8 @@ from resnet_jax.data.names import DATASETS, STREAMING_DATASETS
 REQUIRED = object()  # a value every config file must choose
 PIPELINES = ('in_memory', 'streaming')
 NORMALIZATIONS = ('per_pixel_mean', 'per_channel', 'given')
+LAYOUTS = ('unrolled', 'stacked')  # of a network's variables (resnet_jax.models.layout)
+SCAN_CHOICES = ('auto', *LAYOUTS)  # scan_blocks
 # ImageNet's per-channel statistics of RGB in 0..1 (torchvision's, fb.resnet.torch's): the streamed
 # pipeline's mean, and the inputs released PyTorch weights (CIFAR ones too) were trained on.
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -42,6 +44,11 @@ FIELDS = {
     'model': Field('model', 'network name (resnet_jax.models.get_model)', identity=True),
     'half_precision': Field('model', 'bfloat16 activations (float32 parameters)', False),
     'zero_init_residual': Field('model', "zero scale of each residual branch's last BN", False),
+    'scan_blocks': Field('model', "variables' layout: 'auto' (stacked for resnet1202 and "
+                         "resnet1001_*), 'stacked' (blocks 2..n of a stage scanned) or 'unrolled' "
+                         '(resnet_jax.models.layout)', 'auto'),
+    'remat_blocks': Field('model', "rematerialise each block's activations in the backward pass "
+                          '(less memory, about one more forward pass)', False),
     'init_from': Field('model', 'a workdir (its best, else latest checkpoint) or a PyTorch .pt/.th '
                        'file: initial params and BN statistics, for fine-tuning', ''),
     # data, every pipeline
@@ -170,6 +177,9 @@ def validate(config) -> None:
     if config[name] % config.steps_per_call:
       raise ValueError(f'{name}={config[name]} is not a multiple of steps_per_call='
                        f'{config.steps_per_call}; change either')
+  if config.scan_blocks not in SCAN_CHOICES:
+    raise ValueError(f'scan_blocks={config.scan_blocks!r} is unknown; choose one of '
+                     f'{SCAN_CHOICES}')
   if config.normalization not in NORMALIZATIONS:
     raise ValueError(f'normalization={config.normalization!r} is unknown; choose one of '
                      f'{NORMALIZATIONS}')

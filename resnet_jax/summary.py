@@ -4,7 +4,9 @@ multiply-adds of one image.
 Multiply-adds count the convolutions and the dense layer, as He 2015 Table 1 counts "FLOPs"
 (1.8G for ResNet-18 ... 11.3G for ResNet-152): h_out * w_out * k * k * c_in * c_out per
 convolution, c_in * c_out for the dense layer; BN, ReLU, pooling and additions are not counted.
-Everything runs under jax.eval_shape, so even resnet1202 costs only tracing. Flax's
+Everything runs under jax.eval_shape, so even resnet1202 costs only tracing. The table describes
+the network, one row per block, in the unrolled layout's names (stage{s}_block{b}) whichever
+layout it trains in (resnet_jax/models/layout.py): both hold the same parameters. Flax's
 Module.tabulate is not used: its total adds batch_stats to the parameters and it has no
 multiply-add column of this kind.
 """
@@ -45,7 +47,7 @@ class Profile(NamedTuple):
 @functools.lru_cache(maxsize=8)
 def profile(name: str) -> Profile:
   """Shapes, parameters and multiply-adds of `name`, layer by layer, for one image."""
-  model, size = get_model(name), input_size(name)
+  model, size = get_model(name, scan_blocks='unrolled'), input_size(name)
   variables, calls = abstract_init(model, size)
   params = variables['params']
   macs = [(call.path, _macs(call, params)) for call in calls]

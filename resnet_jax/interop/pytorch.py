@@ -13,6 +13,10 @@ Two PyTorch layouts are read and written, chosen from the model name:
   the other activation orders, scaled, gated and dropout shortcuts compute functions no PyTorch
   ResNet of these layouts computes, and are refused by name.
 
+Both layouts of our variables (resnet_jax/models/layout.py) convert: the mapping is built on the
+unrolled one, to_torch unrolls stacked variables first and from_torch returns the layout the
+model is built in (get_model's scan_blocks).
+
 Conv OIHW <-> HWIO, Linear (out, in) <-> Dense (in, out), BatchNorm weight/bias/running_mean/
 running_var <-> scale/bias/mean/var. The mapping is built by walking our own variable tree, so
 every tensor is checked (name and shape) in network order before anything is converted.
@@ -29,6 +33,7 @@ from flax.traverse_util import flatten_dict, unflatten_dict
 
 from resnet_jax.models import get_model, input_size
 from resnet_jax.models.blocks import ResNet
+from resnet_jax.models.layout import convert_layout, scans
 from resnet_jax.models.probe import abstract_init
 
 
@@ -108,7 +113,7 @@ def _unmappable(model: ResNet) -> str | None:
 def _variable_shapes(model_name: str, num_classes: int | None) -> dict[str, tuple[int, ...]]:
   """Shapes of the model's variables ('params/stem_conv/kernel': shape), in network order;
   one-line ValueError for a model whose function the PyTorch layouts lack."""
-  model = get_model(model_name, num_classes=num_classes)
+  model = get_model(model_name, num_classes=num_classes, scan_blocks='unrolled')
   what = _unmappable(model)
   if what is not None:
     raise ValueError(f'{model_name} has {what}, which the PyTorch {layout_name(model_name)!r} '
@@ -174,12 +179,13 @@ def head_classes(state_dict: Mapping[str, Any], model_name: str) -> int | None:
 
 
 def from_torch(state_dict: Mapping[str, Any], model_name: str,
-               num_classes: int | None = None) -> dict[str, Any]:
+               num_classes: int | None = None, scan_blocks: str = 'auto') -> dict[str, Any]:
   """A PyTorch state_dict (torch tensors or numpy arrays) -> {'params', 'batch_stats'}.
 
   The layout follows model_name (see the module docstring); num_classes=None means the model's
   default (10 for CIFAR, 1000 for ImageNet). num_batches_tracked is ignored. A state_dict
-  that does not fit raises one ValueError naming the first offending tensor.
+  that does not fit raises one ValueError naming the first offending tensor. The variables come
+  in the layout get_model(model_name, scan_blocks=scan_blocks) builds.
   """
   tensors = _tensors(model_name, num_classes)
   batchnorms = {f'{t.module}.num_batches_tracked' for t in tensors if t.name == 'running_var'}
@@ -187,19 +193,23 @@ def from_torch(state_dict: Mapping[str, Any], model_name: str,
          _describe(model_name, tensors))
   flat = {t.ours: np.transpose(_as_float32(state_dict[t.key]), np.argsort(t.axes))
           for t in tensors}
-  return unflatten_dict(flat, sep='/')
+  stages = get_model(model_name, num_classes=num_classes).stage_sizes
+  target = 'stacked' if scans(scan_blocks, stages) else 'unrolled'
+  return convert_layout(unflatten_dict(flat, sep='/'), target)
 
 
 def to_torch(variables: Mapping[str, Any], model_name: str,
              dtype: type = np.float32) -> dict[str, np.ndarray]:
-  """{'params', 'batch_stats'} -> a PyTorch state_dict of numpy arrays of `dtype` (float32).
+  """{'params', 'batch_stats'}, in either layout -> a PyTorch state_dict of numpy arrays of
+  `dtype` (float32).
 
   BatchNorm layers also get num_batches_tracked (0), so that after torch.from_numpy
   `load_state_dict(strict=True)` of the matching PyTorch ResNet accepts the result.
   """
   if not {'params', 'batch_stats'} <= set(variables):
     raise ValueError(f"variables have {sorted(variables)}; pass {{'params', 'batch_stats'}}")
-  flat = flatten_dict({c: variables[c] for c in ('params', 'batch_stats')}, sep='/')
+  network = convert_layout({c: variables[c] for c in ('params', 'batch_stats')}, 'unrolled')
+  flat = flatten_dict(network, sep='/')
   head = flat.get('params/head/kernel')
   tensors = _tensors(model_name, None if head is None else head.shape[-1])
   check_tensors(flat, {t.ours: t.shape for t in tensors}, set(), 'variables',

@@ -4,7 +4,10 @@ Mappings"), and the network that stacks them into stages.
 Parameter names are a contract (interop and the gradient-norm figure rely on them):
 `stem_conv`, `stem_bn`, `stage{s}_block{b}` holding `conv{i}`, `bn{i}`, `shortcut_conv`,
 `shortcut_bn` (post-activation projections only), `gate`, `add_bn` (the BN after the addition of
-He 2016 Fig. 4b); `final_bn` (pre-activation networks); `head`.
+He 2016 Fig. 4b); `final_bn` (pre-activation networks); `head`. That is the unrolled layout; the
+stacked one (`scan_blocks`, for the thousand-layer networks) keeps `stage{s}_block1` and holds
+blocks 2 .. n of a stage in `stage{s}_blocks` with a leading block axis (resnet_jax/models/
+layout.py, which converts between the two).
 
 Pre-activation details follow the two Torch codes of He 2016: the authors' CIFAR ResNet-164/1001
 (KaimingHe/resnet-1k-layers, resnet-pre-act.lua) and fb.resnet.torch's ImageNet networks
@@ -23,6 +26,8 @@ from typing import Any, NamedTuple
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+
+from resnet_jax.models.loop_conv import loop_conv
 
 ModuleDef = Callable[..., nn.Module]
 
@@ -289,6 +294,14 @@ class ResNet(nn.Module):
   `stream_barriers` puts a `jax.lax.optimization_barrier` on the residual stream after the stem
   and after every block: an identity for the math, autodiff and parameters that keeps a compiler
   from fusing the stream into its consumers (the train step sets it where the backend needs it).
+
+  `scan_blocks` builds the stacked layout (resnet_jax/models/layout.py): blocks 2 .. n of every
+  stage, equal in shape, run as one flax.linen.scan over `stage{s}_blocks`, so that XLA compiles
+  one block per stage whatever the depth (ResNet-1202, He 2015 Table 6; ResNet-1001, He 2016
+  Table 4). `remat_blocks` rematerialises every block's activations in the backward pass
+  (jax.checkpoint: only block inputs are kept, the rest recomputed, about one more forward pass).
+  `loop_convs` runs the scanned blocks' convolutions through loop_conv, whose backward pass
+  XLA:CPU runs on its fast kernels inside the loop (the train step sets it on the CPU).
   """
   stage_sizes: Sequence[int]
   widths: Sequence[int]
@@ -305,6 +318,9 @@ class ResNet(nn.Module):
   zero_init_residual: bool = False
   dtype: Any = jnp.float32
   stream_barriers: bool = False
+  scan_blocks: bool = False
+  remat_blocks: bool = False
+  loop_convs: bool = False
 
   def __post_init__(self) -> None:
     problem = unit_problem(self.shortcut, self.preactivation, self.activation, self.mixing,
@@ -323,10 +339,7 @@ class ResNet(nn.Module):
       x = nn.max_pool(x, (3, 3), strides=(2, 2), padding=((1, 1), (1, 1)))
     x = self._stream(x)
     for s, (size, width) in enumerate(zip(self.stage_sizes, self.widths), 1):
-      for b in range(1, size + 1):
-        strides = 2 if s > 1 and b == 1 else 1
-        block = self._block(s, b, train)(width, strides, conv, norm, name=f'stage{s}_block{b}')
-        x = self._stream(block(x))
+      x = self._stage(x, s, size, width, conv, norm, train)
     if self.preactivation:
       x = norm(name='final_bn')(x)
     if self.preactivation or self.activation == 'relu_preact':
@@ -338,14 +351,50 @@ class ResNet(nn.Module):
     """The residual stream between blocks, behind a barrier with `stream_barriers`."""
     return jax.lax.optimization_barrier(x) if self.stream_barriers else x
 
-  def _block(self, stage: int, block: int, train: bool) -> ModuleDef:
-    """The unit class of this network, with everything but width, strides and layers bound."""
+  def _stage(self, x: jnp.ndarray, stage: int, size: int, width: int, conv: ModuleDef,
+             norm: ModuleDef, train: bool) -> jnp.ndarray:
+    """Stage `stage`: its first block (stride 2 after the first stage), then blocks 2 .. size,
+    unrolled or, with scan_blocks, as one loop."""
+    first = self._block(stage, 1, train, looped=False)
+    strides = 2 if stage > 1 else 1
+    x = self._stream(first(width, strides, conv, norm, name=f'stage{stage}_block1')(x))
+    if self.scan_blocks and size > 1:
+      return self._scanned(x, stage, size - 1, width, conv, norm, train)
+    for b in range(2, size + 1):
+      block = self._block(stage, b, train, looped=False)
+      x = self._stream(block(width, 1, conv, norm, name=f'stage{stage}_block{b}')(x))
+    return x
+
+  def _scanned(self, x: jnp.ndarray, stage: int, length: int, width: int, conv: ModuleDef,
+               norm: ModuleDef, train: bool) -> jnp.ndarray:
+    """`length` stride-1 blocks of `width` as one flax.linen.scan over the stacked module
+    `stage{stage}_blocks`: parameters and BN statistics stacked on axis 0, a fresh init and
+    dropout key for each block."""
+    if self.loop_convs:
+      conv = functools.partial(conv, conv_general_dilated=loop_conv)
+    block = self._block(stage, 2, train, looped=True)(width, 1, conv, norm,
+                                                      name=f'stage{stage}_blocks')
+    loop = nn.scan(lambda module, y: (self._stream(module(y)), None),
+                   variable_axes={'params': 0, 'batch_stats': 0},
+                   split_rngs={'params': True, 'dropout': True}, length=length)
+    x, _ = loop(block, x)
+    return x
+
+  def _block(self, stage: int, block: int, train: bool, looped: bool) -> ModuleDef:
+    """The unit class of this network, with everything but width, strides and layers bound;
+    rematerialised with remat_blocks (CSE left to XLA inside a loop, where it cannot undo the
+    recomputation, and prevented outside)."""
     common = dict(shortcut=self.shortcut, bottleneck=self.bottleneck,
                   stride_on_3x3=self.stride_on_3x3, zero_init_residual=self.zero_init_residual)
     if self.preactivation:
-      return functools.partial(PreActivationBlock, preactivated=stage == 1 and block == 1, **common)
-    return functools.partial(PostActivationBlock, activation=self.activation, mixing=self.mixing,
-                             train=train, **common)
+      unit = PreActivationBlock
+      common['preactivated'] = stage == 1 and block == 1
+    else:
+      unit = PostActivationBlock
+      common.update(activation=self.activation, mixing=self.mixing, train=train)
+    if self.remat_blocks:
+      unit = nn.remat(unit, prevent_cse=not looped)
+    return functools.partial(unit, **common)
 
 
 def unit_problem(shortcut: str, preactivation: bool, activation: str, mixing: Mixing,

@@ -23,6 +23,10 @@ ImageNet family (224x224 inputs, 1000 classes by default; He 2015 Table 1), opti
 
 ImageNet names take precedence: resnet50, resnet152, resnet50_v2 and resnet152_v2 are ImageNet
 networks even though 50 and 152 are 6n+2; every other name (plain50, resnet50_b, ...) is CIFAR.
+
+Layout (resnet_jax/models/layout.py): scan_blocks='auto' builds resnet1202 and resnet1001_* with
+their blocks stacked and scanned (at least layout.SCAN_MIN_BLOCKS blocks in a stage), every other
+network unrolled; 'stacked' and 'unrolled' choose.
 """
 
 import re
@@ -31,7 +35,7 @@ from typing import Any, NamedTuple
 import flax.linen as nn
 import jax.numpy as jnp
 
-from resnet_jax.models import cifar, imagenet
+from resnet_jax.models import cifar, imagenet, layout
 
 MODEL_NAMES = (
     'plain20', 'plain32', 'plain44', 'plain56', 'plain110',
@@ -86,12 +90,15 @@ def input_size(name: str) -> int:
 
 
 def get_model(name: str, num_classes: int | None = None, dtype: Any = jnp.float32,
-              zero_init_residual: bool = False) -> nn.Module:
+              zero_init_residual: bool = False, scan_blocks: str = 'auto',
+              remat_blocks: bool = False) -> nn.Module:
   """The flax module `name` (see the module docstring), called as
   `model.apply(variables, x, train=...)` with x float NHWC; logits come back in `dtype`.
 
   num_classes None means 10 (CIFAR) or 1000 (ImageNet). zero_init_residual zero-initialises the
-  last BN scale of every residual branch (off in the papers).
+  last BN scale of every residual branch (off in the papers). scan_blocks (one of
+  layout.SCAN_CHOICES) chooses the variables' layout, remat_blocks rematerialises each block in
+  the backward pass (ResNet's fields of those names).
   """
   spec = parse_name(name)
   if num_classes is None:
@@ -99,5 +106,7 @@ def get_model(name: str, num_classes: int | None = None, dtype: Any = jnp.float3
   if not isinstance(num_classes, int) or isinstance(num_classes, bool) or num_classes < 1:
     raise ValueError(f'num_classes must be a positive int, got {num_classes!r}')
   build = imagenet.imagenet_resnet if spec.family == 'imagenet' else cifar.cifar_resnet
-  return build(spec.depth, spec.variant, num_classes=num_classes, dtype=dtype,
-               zero_init_residual=zero_init_residual)
+  model = build(spec.depth, spec.variant, num_classes=num_classes, dtype=dtype,
+                zero_init_residual=zero_init_residual)
+  return model.clone(scan_blocks=layout.scans(scan_blocks, model.stage_sizes),
+                     remat_blocks=remat_blocks)

@@ -1,7 +1,9 @@
 """Checkpoints in workdir/checkpoints (orbax), their integrity, and the workdir guard.
 
 A checkpoint holds the whole TrainState (params, batch_stats, opt_state with
-any plateau state, step) and a JSON meta ({'wall_time', 'checksum', ...}); with
+any plateau state, step) and a JSON meta ({'wall_time', 'checksum', 'layout', ...}:
+'layout' is the variables' layout, 'unrolled' or 'stacked', resnet_jax/models/layout.py;
+restoring into the other layout is a one-line error naming config.scan_blocks); with
 the data order and the augmentation keys pure functions of (seed, step), that
 makes a resumed run the same run. orbax keeps the latest `keep` checkpoints plus
 the best one by the given metric (lower is better). Restores place every array
@@ -144,8 +146,10 @@ def best_else_latest(workdir: str, config) -> int:
 
 
 def with_network(state: TrainState, variables: Mapping) -> TrainState:
-  """`state` with variables' params and batch_stats (host or device arrays of the same tree),
-  each placed and typed like the array it replaces; the rest of the state is kept."""
+  """`state` with variables' params and batch_stats (host or device arrays of the same tree, in
+  either layout), each placed and typed like the array it replaces; the rest of the state is
+  kept."""
+  variables = models.convert_layout(dict(variables), models.layout_of(state.params))
   place = lambda new, like: jax.device_put(np.asarray(new, like.dtype), like.sharding)
   return state.replace(params=jax.tree.map(place, variables['params'], state.params),
                        batch_stats=jax.tree.map(place, variables['batch_stats'],
@@ -166,10 +170,11 @@ def restore_variables(workdir: str, step: int, mesh) -> dict:
 
 
 def template_state(config, classes: int, mesh) -> TrainState:
-  """A fresh train state of config's network with `classes` outputs and its optimizer, on mesh:
-  the tree that a checkpoint of that run restores into."""
+  """A fresh train state of config's network (in its layout) with `classes` outputs and its
+  optimizer, on mesh: the tree that a checkpoint of that run restores into."""
   size = models.input_size(config.model)
-  model = models.get_model(config.model, classes, zero_init_residual=config.zero_init_residual)
+  model = models.get_model(config.model, classes, zero_init_residual=config.zero_init_residual,
+                           scan_blocks=config.scan_blocks)
   return create_train_state(model, optim.create_optimizer(config).tx, (size, size, 3),
                             config.seed, mesh)
 
@@ -213,6 +218,21 @@ def non_finite(arrays: Mapping[str, np.ndarray]) -> list[str]:
   """
   return [path for path, x in arrays.items()
           if path.startswith(('params/', 'batch_stats/')) and not np.isfinite(x).all()]
+
+
+def state_layout(paths: Mapping[str, object]) -> str:
+  """The variables' layout of a state from its array paths ('params/stage1_blocks/...')."""
+  return 'stacked' if any(models.layout.is_stacked(part) for path in paths
+                          for part in path.split('/')) else 'unrolled'
+
+
+def _check_layout(where: str, theirs: Mapping[str, object], ours: Mapping[str, object]) -> None:
+  """One-line ValueError when checkpoint `where` holds the other layout than the template."""
+  saved, wanted = state_layout(theirs), state_layout(ours)
+  if saved != wanted:
+    raise ValueError(
+        f'checkpoint {where} holds the {saved} layout of the network but this config builds the '
+        f'{wanted} one; set --config.scan_blocks={saved} (resnet_jax/models/layout.py)')
 
 
 class _Damaged(Exception):
@@ -304,6 +324,7 @@ class Checkpointer:
     if saved is None:
       raise _Damaged('no readable state metadata')
     theirs, ours = _shapes(saved), _shapes(template)
+    _check_layout(f'{self._root}/{step}', theirs, ours)
     if theirs != ours:
       path = next((p for p in sorted(set(theirs) | set(ours)) if theirs.get(p) != ours.get(p)))
       raise ValueError(
@@ -317,6 +338,7 @@ class Checkpointer:
     except Exception as error:  # as above
       raise _Damaged(_reason(error)) from None
     state, meta = restored['state'], dict(restored['meta'])
+    meta.pop('layout', None)  # checked above, from the arrays' paths (older steps lack it)
     saved_checksum = meta.pop('checksum', None)
     if saved_checksum is None:
       raise _Damaged('its meta holds no checksum')
@@ -344,7 +366,7 @@ class Checkpointer:
 
   def save(self, step: int, state: TrainState, meta: Mapping,
            metrics: Mapping[str, float] | None = None) -> None:
-    """Saves in the background with the state's checksum added to `meta`.
+    """Saves in the background with the state's checksum and layout added to `meta`.
 
     `metrics` (e.g. {'val_error': ...}) ranks the best checkpoint. Raises
     NonFiniteStateError, writing nothing, if the network's parameters or
@@ -356,10 +378,10 @@ class Checkpointer:
       raise NonFiniteStateError(f'{len(bad)} arrays of the state at step {step} hold NaN or Inf '
                                 f'(e.g. {bad[0]})')
     os.makedirs(self._root, exist_ok=True)
+    record = {**meta, 'checksum': checksum(arrays), 'layout': state_layout(arrays)}
     self._manager.save(
         step, args=ocp.args.Composite(
-            state=ocp.args.StandardSave(state),
-            meta=ocp.args.JsonSave({**meta, 'checksum': checksum(arrays)})),
+            state=ocp.args.StandardSave(state), meta=ocp.args.JsonSave(record)),
         metrics=dict(metrics) if metrics else None)
 
   def wait(self) -> None:

@@ -206,7 +206,8 @@ def build(config, mesh: Mesh) -> Setup:
   data = load_data(config, mesh)
   dtype = jnp.bfloat16 if config.half_precision else jnp.float32
   model = models.get_model(config.model, data.num_classes, dtype=dtype,
-                           zero_init_residual=config.zero_init_residual)
+                           zero_init_residual=config.zero_init_residual,
+                           scan_blocks=config.scan_blocks, remat_blocks=config.remat_blocks)
   optimizer = optim.create_optimizer(config)
   state = state_lib.create_train_state(model, optimizer.tx, data.image_shape, config.seed, mesh)
   train_step = steps.compile_train_step(

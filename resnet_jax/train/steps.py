@@ -19,7 +19,7 @@ Without the loop (e.g. a benchmark on synthetic batches):
     state, metrics = step(state, {}, batch)  # `state` is donated: use the returned one
 
 Backend: on the CPU (the mesh's devices) the train step builds the model with `stream_barriers`
-and compiles with CPU_COMPILER_OPTIONS, and `steps_per_call` unrolls its scan.
+and `loop_convs` and compiles with CPU_COMPILER_OPTIONS, and `steps_per_call` unrolls its scan.
 """
 
 from __future__ import annotations
@@ -36,6 +36,7 @@ from flax import traverse_util
 from jax.sharding import Mesh
 
 from resnet_jax import parallel
+from resnet_jax.models import layout
 from resnet_jax.train import state as state_lib
 from resnet_jax.train.state import TrainState
 
@@ -61,10 +62,19 @@ def cross_entropy(logits: jax.Array, labels: jax.Array, label_smoothing: float =
 
 
 def kernel_grad_norms(grads) -> dict[str, jax.Array]:
-  """L2 norm of each conv/dense kernel's gradient, keyed by module path ('stage1_block1/conv1')."""
-  flat = traverse_util.flatten_dict(grads, sep='/')
-  return {path.removesuffix('/kernel'): jnp.linalg.norm(g.astype(jnp.float32))
-          for path, g in flat.items() if path.endswith('/kernel')}
+  """L2 norm of each conv/dense kernel's gradient, keyed by module path ('stage1_block1/conv1')
+  in the unrolled layout, whichever layout the gradients are in (resnet_jax.models.layout): a
+  stacked kernel's norms are taken per block, then named by block."""
+  norms = {path: _norm(g.astype(jnp.float32), per_block=layout.is_stacked(path[0]))
+           for path, g in traverse_util.flatten_dict(grads).items() if path[-1] == 'kernel'}
+  unrolled = layout.convert_layout(traverse_util.unflatten_dict(norms), 'unrolled')
+  return {path.removesuffix('/kernel'): norm
+          for path, norm in traverse_util.flatten_dict(unrolled, sep='/').items()}
+
+
+def _norm(g: jax.Array, per_block: bool) -> jax.Array:
+  """The L2 norm of g, or of each g[i] (one per stacked block)."""
+  return jnp.sqrt(jnp.sum(jnp.square(g), axis=tuple(range(per_block, g.ndim))))
 
 
 def platform(mesh: Mesh) -> str:
@@ -73,18 +83,19 @@ def platform(mesh: Mesh) -> str:
 
 
 def uses_stream_barriers(backend: str) -> bool:
-  """Whether the train step puts barriers on the model's residual stream: on XLA:CPU alone, where
-  they were measured (benchmarks/RESULTS.md)."""
+  """Whether the train step puts barriers on the model's residual stream and runs the scanned
+  blocks' convolutions through loop_conv (resnet_jax/models/loop_conv.py): on XLA:CPU alone,
+  where both were measured (benchmarks/RESULTS.md)."""
   return backend == 'cpu'
 
 
 def with_stream_barriers(apply_fn: Callable, barriers: bool) -> Callable:
-  """The `apply` of a clone of apply_fn's module with `stream_barriers=barriers`, where apply_fn
-  is the bound `apply` of a module with that field (resnet_jax.models.blocks.ResNet); otherwise
-  apply_fn itself."""
+  """The `apply` of a clone of apply_fn's module with `stream_barriers` and `loop_convs` set to
+  `barriers`, where apply_fn is the bound `apply` of a module with those fields
+  (resnet_jax.models.blocks.ResNet); otherwise apply_fn itself."""
   module = getattr(apply_fn, '__self__', None)
   if isinstance(module, nn.Module) and hasattr(module, 'stream_barriers'):
-    return module.clone(stream_barriers=barriers).apply
+    return module.clone(stream_barriers=barriers, loop_convs=barriers).apply
   return apply_fn
 
 
@@ -95,7 +106,8 @@ def train_step(
 ) -> tuple[TrainState, Metrics]:
   """One SGD step on one global batch; BN statistics are over the global batch.
 
-  `stream_barriers` sets the model's option of that name (see with_stream_barriers).
+  `stream_barriers` sets the model's options of that name and `loop_convs` (see
+  with_stream_barriers).
   """
   rng = jax.random.fold_in(state_lib.train_key(seed), state.step)
   augment_rng, dropout_rng = jax.random.split(rng)
