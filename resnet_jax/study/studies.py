@@ -102,7 +102,8 @@ IDENTITY_MAPPINGS = StudySpec(
     presets={
         'paper': Preset(tuple(f'resnet110_{unit}' for unit in TABLE2_UNITS)
                         + tuple(f'resnet110_{shortcut}' for shortcut in TABLE1_SHORTCUTS)
-                        + tuple(f'resnet164_{unit}' for unit in TABLE2_UNITS)),
+                        + tuple(f'resnet164_{unit}' for unit in TABLE2_UNITS)
+                        + ('resnet1001_v1', 'resnet1001_v2')),  # Table 3; stacked blocks
         # Table 2's five units on ResNet-110, a quarter of the schedule.
         'short': Preset(tuple(f'resnet110_{unit}' for unit in TABLE2_UNITS), steps=16_000,
                         test_subset=2000, evaluations=32, log_rows=160),

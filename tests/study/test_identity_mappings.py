@@ -46,6 +46,7 @@ def test_recipe_is_he_2016s():
 def test_presets_train_the_papers_networks_and_every_run_has_a_config():
   paper = IDENTITY_MAPPINGS.presets['paper'].models
   assert set(paper) <= set(HE2016) and 'resnet164_v2' in paper and 'resnet110_scale_both' in paper
+  assert {'resnet1001_v1', 'resnet1001_v2'} <= set(paper)  # Table 3, He 2016's main result
   for model in IDENTITY_MAPPINGS.models:
     assert runner.resolve_config(IDENTITY_MAPPINGS, model, []).model == model
   quick = runner.preset_overrides(IDENTITY_MAPPINGS, 'quick', QUICK[0])
