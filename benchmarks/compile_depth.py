@@ -45,6 +45,7 @@ import jax.numpy as jnp
 from absl import app, flags
 
 from benchmarks import throughput
+from benchmarks.throughput import fmt
 from resnet_jax import models, parallel
 from resnet_jax.config import LAYOUTS
 from resnet_jax.files import atomic_write_text
@@ -238,10 +239,6 @@ def run_row(row: Row, timeout: int, windows: int) -> dict[str, Any]:
   return {'status': 'ok', 'wall_s': wall_s, **json.loads(lines[-1])}
 
 
-def _fmt(value: float | None, digits: int = 1) -> str:
-  return '-' if value is None else f'{value:,.{digits}f}'
-
-
 TABLE_COLUMNS = ('model', 'layout', 'batch', 'remat', 'status', 'lower s', 'compile s',
                  'step ms/image', 'XLA peak MiB', 'XLA temp MiB', 'host peak RSS MiB')
 
@@ -252,23 +249,18 @@ def markdown_table(rows: Sequence[dict[str, Any]]) -> str:
     mem = r.get('memory', {})
     mib = lambda v: None if v is None else v / MIB
     cells = [r['model'], r['layout'], str(r['batch_size']), 'yes' if r['remat'] else 'no',
-             r['status'], _fmt(r.get('lower_s')), _fmt(r.get('compile_s')),
-             _fmt(r.get('step_ms_per_image'), 2), _fmt(mib(mem.get('peak_bytes')), 0),
-             _fmt(mib(mem.get('temp_size_in_bytes')), 0),
-             _fmt(mib(r.get('host_peak_rss_bytes')), 0)]
+             r['status'], fmt(r.get('lower_s'), 1), fmt(r.get('compile_s'), 1),
+             fmt(r.get('step_ms_per_image'), 2), fmt(mib(mem.get('peak_bytes')), 0),
+             fmt(mib(mem.get('temp_size_in_bytes')), 0),
+             fmt(mib(r.get('host_peak_rss_bytes')), 0)]
     lines.append('| ' + ' | '.join(cells) + ' |')
   return '\n'.join(lines) + '\n'
 
 
 def markdown_report(report: dict[str, Any]) -> str:
-  env = report['environment']
-  versions = ', '.join(f'{k} {v}' for k, v in env['versions'].items() if v)
-  return (f'# Train step compile time, step time and memory by depth ({env["date"]})\n\n'
-          f'- command: `{env["command"]}`\n'
-          f'- device: {env["backend"]} / {env["device_kind"]} x{env["device_count"]}; '
-          f'CPU {env["cpu"]} ({env["cpu_count"]} cores)\n'
-          f'- versions: {versions}\n'
-          f'- timeout per row: {report["timeout_s"]} s\n\n' + markdown_table(report['rows']))
+  return (throughput.report_header('Train step compile time, step time and memory by depth',
+                                   report['environment'])
+          + f'- timeout per row: {report["timeout_s"]} s\n\n' + markdown_table(report['rows']))
 
 
 def run(rows: Sequence[Row], timeout: int, windows: int, output: Path) -> dict[str, Any]:

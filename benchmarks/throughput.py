@@ -407,8 +407,19 @@ TABLE_COLUMNS = ('model', 'image', 'batch', 'precision', 'steps/call', 'ours tra
                  'ours peak MiB', 'peer peak MiB')
 
 
-def _fmt(value: float | None, digits: int = 0) -> str:
+def fmt(value: float | None, digits: int = 0) -> str:
+  """A table cell: the number with thousands separators, '-' for none."""
   return '-' if value is None else f'{value:,.{digits}f}'
+
+
+def report_header(title: str, env: dict[str, Any], device_extra: str = '') -> str:
+  """The heading, command, device and versions lines that every benchmark report starts with."""
+  versions = ', '.join(f'{k} {v}' for k, v in env['versions'].items() if v)
+  return (f'# {title} ({env["date"]})\n\n'
+          f'- command: `{env["command"]}`\n'
+          f'- device: {env["backend"]} / {env["device_kind"]} x{env["device_count"]}; '
+          f'CPU {env["cpu"]} ({env["cpu_count"]} cores){device_extra}\n'
+          f'- versions: {versions}\n')
 
 
 def _mib(bench: dict[str, Any]) -> float | None:
@@ -422,12 +433,12 @@ def markdown_table(rows: Sequence[dict[str, Any]]) -> str:
   for row in rows:
     ours, peer = row['ours'] or {}, row['peer'] or {}
     cells = [row['model'], f'{row["image_size"]}x{row["image_size"]}', str(row['batch_size']),
-             row['precision'], str(row['steps_per_call']), _fmt(ours.get('train_images_per_s')),
-             _fmt(peer.get('train_images_per_s')), _fmt(row['train_ratio'], 2),
-             _fmt(ours.get('eval_images_per_s')), _fmt(peer.get('eval_images_per_s')),
-             _fmt(row['eval_ratio'], 2), _fmt(ours.get('train_step_ms'), 1),
-             _fmt(peer.get('train_step_ms'), 1), _fmt(ours.get('compile_s'), 1),
-             _fmt(peer.get('compile_s'), 1), _fmt(_mib(ours)), _fmt(_mib(peer))]
+             row['precision'], str(row['steps_per_call']), fmt(ours.get('train_images_per_s')),
+             fmt(peer.get('train_images_per_s')), fmt(row['train_ratio'], 2),
+             fmt(ours.get('eval_images_per_s')), fmt(peer.get('eval_images_per_s')),
+             fmt(row['eval_ratio'], 2), fmt(ours.get('train_step_ms'), 1),
+             fmt(peer.get('train_step_ms'), 1), fmt(ours.get('compile_s'), 1),
+             fmt(peer.get('compile_s'), 1), fmt(_mib(ours)), fmt(_mib(peer))]
     lines.append('| ' + ' | '.join(cells) + ' |')
   return '\n'.join(lines) + '\n'
 
@@ -435,14 +446,8 @@ def markdown_table(rows: Sequence[dict[str, Any]]) -> str:
 def markdown_report(report: dict[str, Any]) -> str:
   env = report['environment']
   sources = {b['memory_source'] for r in report['rows'] for b in (r['ours'], r['peer']) if b}
-  versions = ', '.join(f'{k} {v}' for k, v in env['versions'].items() if v)
-  return (f'# Throughput ({env["date"]})\n\n'
-          f'- command: `{env["command"]}`\n'
-          f'- device: {env["backend"]} / {env["device_kind"]} x{env["device_count"]}; '
-          f'CPU {env["cpu"]} ({env["cpu_count"]} cores); '
-          f'GPU driver: {env["gpu_driver"] or "none"}\n'
-          f'- versions: {versions}\n'
-          f'- XLA_FLAGS: `{env["xla_flags"]}`; peer torch.compile: {env["torch_compile"]}\n'
+  return (report_header('Throughput', env, f'; GPU driver: {env["gpu_driver"] or "none"}')
+          + f'- XLA_FLAGS: `{env["xla_flags"]}`; peer torch.compile: {env["torch_compile"]}\n'
           f'- memory: {"; ".join(sorted(sources))}\n\n'
           + markdown_table(report['rows']))
 
