@@ -142,14 +142,20 @@ def error_vs_depth(runs: Runs) -> Figure:
     ax.set(title=_TITLES[family], xlabel='depth (layers)', ylabel='final error (%)', xticks=depths)
     if not models:
       continue
-    held = [run for model in models for run in runs[model]]
+    each = _runs_each([len(runs[model]) for model in models])
     for (key, style), name in zip(styles.items(), ('training', 'test')):
       means, stds = zip(*(final_errors(runs[model], key) for model in models))
       bars = ax.errorbar(depths, means, yerr=stds, marker='o', capsize=4,
-                         label=counted(name, held), **style)
+                         label=f'{name} ({each})', **style)
       bars.lines[0].set_gid(f'{family}/{key}')
     ax.legend()
   return fig
+
+
+def _runs_each(counts: list[int]) -> str:
+  """How many runs each point of a curve averages: '1 run each', '2-3 runs each'."""
+  low, high = min(counts), max(counts)
+  return f"{low if low == high else f'{low}-{high}'} run{'' if high == 1 else 's'} each"
 
 
 def _grad_norm_model(runs: Runs, family: str) -> str | None:

@@ -22,15 +22,13 @@ from pathlib import Path
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
-import ml_collections
 import numpy as np
 from matplotlib.figure import Figure
 
 from resnet_jax import parallel
 from resnet_jax.files import atomic_write_text
 from resnet_jax.study import figures
-from resnet_jax.study.runs import (FAMILIES, describe, load_runs, models_of, parse_model,
-                                   read_config)
+from resnet_jax.study.runs import FAMILIES, describe, load_runs, models_of, parse_model
 from resnet_jax.train import checkpoint, loop
 
 RESPONSE_IMAGES = 500
@@ -72,7 +70,7 @@ def layer_stds(apply_fn: Callable, variables: dict, images: jnp.ndarray) -> list
 
 def run_responses(run_dir: Path) -> dict:
   """{'model', 'step', 'images', 'std'} of the run in `run_dir` at its latest checkpoint."""
-  config = ml_collections.ConfigDict(read_config(run_dir))
+  config = checkpoint.run_config(str(run_dir))  # with the defaults of newer fields
   setup = loop.build(config, parallel.make_mesh())
   with checkpoint.Checkpointer(str(run_dir), config.keep_checkpoints,
                                f'{setup.data.eval_splits[0]}_error', read_only=True) as ckpt:

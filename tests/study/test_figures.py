@@ -133,7 +133,7 @@ def test_draw_figures_draws_the_finished_runs_labelled_with_their_count(fake_stu
   assert [text.get_text() for text in drawn['figure1'].axes[0].get_legend().get_texts()] == [
       '20-layer (3 runs)']
   assert [text.get_text() for text in drawn['error_vs_depth'].axes[1].get_legend().get_texts()] == [
-      'training (5 runs)', 'test (5 runs)']
+      'training (2-3 runs each)', 'test (2-3 runs each)']
 
 
 def test_a_study_without_a_finished_run_is_a_one_line_error(fake_study):

@@ -325,6 +325,15 @@ def test_tiny_study_trains_is_cut_then_skips_the_finished_run_and_resumes_the_ot
   assert last['runs']['resnet8/seed0'].startswith(
       '-m resnet_jax.main --config=configs/degradation.py:resnet8 --workdir=')
 
+  # 5. A run saved before a config field existed (here scan_blocks) still gets its Fig. 7.
+  config_file = workdir / 'resnet8' / 'seed0' / 'config.json'
+  saved = json.loads(config_file.read_text())
+  del saved['scan_blocks']
+  config_file.write_text(json.dumps(saved))
+  runner.main(DEGRADATION, [f'--workdir={workdir}', '--plot-only'])
+  redrawn = json.loads((workdir / 'figures' / 'layer_responses.json').read_text())
+  assert redrawn['resnet8'] == found['resnet8']
+
 
 def test_plot_only_without_runs_is_a_one_line_error(tmp_path, capsys):
   text = bad_input(capsys, [f"--workdir={tmp_path / 'missing'}", '--plot-only'])
