@@ -46,6 +46,7 @@ from absl import app, flags
 
 from benchmarks import throughput
 from benchmarks.throughput import fmt
+from resnet_jax import config as config_lib
 from resnet_jax import models, parallel
 from resnet_jax.config import LAYOUTS
 from resnet_jax.files import atomic_write_text
@@ -55,7 +56,7 @@ from resnet_jax.train import loop
 REPO = Path(__file__).resolve().parents[1]
 
 MIB = 2 ** 20
-# The issue's figures: compile (and a step at batch 16) of the deep networks in both layouts,
+# The default rows: compile (and a step at batch 16) of the deep networks in both layouts,
 # ResNet-110's per-image step at the papers' batch 128 in both, and ResNet-1001's memory at
 # batch 128 with and without rematerialisation.
 DEFAULT_ROWS = (
@@ -125,7 +126,7 @@ def measure(row: Row, windows: int) -> dict[str, Any]:
   setting = throughput.Setting(row.model, row.batch_size, 'float32')
   config = throughput.jax_config(setting, synthetic_size=2 * row.batch_size)
   config.update(scan_blocks=row.layout, remat_blocks=row.remat)
-  setup = loop.build(config, parallel.make_mesh())
+  setup = loop.build(config_lib.Run.of(config), parallel.make_mesh())
   arrays = setup.data.arrays('train')
   calls = 1 + windows * row.steps
   batches = [setup.data.train_batch(i) for i in range(calls if row.steps else 1)]

@@ -22,6 +22,7 @@ from absl import app, flags
 from PIL import Image
 
 from configs import imagenet
+from resnet_jax import config as config_lib
 from resnet_jax.data import streaming
 from resnet_jax.files import atomic_write_text
 
@@ -89,7 +90,9 @@ def measure(root: str) -> list[dict]:
     config = imagenet.get_config('resnet50')
     config.update(dataset='image_folder_stream', data_dir=root, batch_size=_BATCH_SIZE.value,
                   eval_batch_size=_BATCH_SIZE.value, augmentation=augmentation or 'paper')
-    data = streaming.load_streaming(config, 0, 1)
+    run = config_lib.Run.of(config)
+    data = streaming.load_streaming(run.data, run.pipeline, run.loop.seed, process_index=0,
+                                    process_count=1)
     if augmentation:
       batches = data.train_iter(0)
       for _ in range(_WARMUP.value):

@@ -38,6 +38,7 @@ import numpy as np
 from absl import app, flags
 
 from configs import cifar10
+from resnet_jax import config as config_lib
 from resnet_jax import models, parallel, provenance
 from resnet_jax.files import atomic_write_text
 from resnet_jax.train import inputs, loop
@@ -195,7 +196,7 @@ def bench_ours(setting: Setting, warmup: int, steps_per_window: int, windows: in
   calls = warmup + windows * steps_per_window
   config = jax_config(setting, synthetic_size=2 * steps_per_call * setting.batch_size)
   with HostMemory() as host:
-    setup = loop.build(config, parallel.make_mesh())
+    setup = loop.build(config_lib.Run.of(config), parallel.make_mesh())
     data = setup.data
     arrays = data.arrays('train')
     batches = [data.train_batch(i * steps_per_call) for i in range(calls)]
@@ -248,7 +249,7 @@ def bench_peer(setting: Setting, warmup: int, steps_per_window: int, windows: in
   device = torch.device('cuda' if torch.cuda.is_available() else 'cpu')
   use_compile = compile_mode == 'on' or (compile_mode == 'auto' and device.type == 'cuda')
   config = jax_config(setting, synthetic_size=2 * setting.batch_size)
-  host_data = inputs.load_data(config, parallel.make_mesh())
+  host_data = inputs.load_data(config_lib.Run.of(config), parallel.make_mesh())
   arrays = jax.device_get(host_data.arrays('train'))
   del host_data
   cuda = device.type == 'cuda'
@@ -290,7 +291,7 @@ def bench_peer(setting: Setting, warmup: int, steps_per_window: int, windows: in
       compile_s=warmup_overhead, compile_source='train warm-up minus steady-state time',
       peak_memory_bytes=peak, memory_source=source,
       extra={'torch_compile': use_compile, 'channels_last': True, 'device': device.type,
-             'threads': torch.get_num_threads()})
+             'threads': torch.get_num_threads(), 'warmup_s': train.warmup_s})
 
 
 # --- settings, report ----------------------------------------------------------------

@@ -144,7 +144,7 @@ def agreement(workdir: Path) -> tuple[str, str]:
   for side in sides:
     runs = [Run(side, int(path.parent.name[4:]), read_rows(path))
             for path in (workdir / side).glob(f'seed*/{METRICS_FILE}')]
-    rows[side] = summary(sorted((run for run in runs if run.event('end')), key=lambda r: r.seed))
+    rows[side] = summary(sorted((run for run in runs if run.finished), key=lambda r: r.seed))
   table = io.StringIO()
   writer = csv.writer(table, lineterminator='\n')
   writer.writerow(('side', 'seed', 'train_error_last100_pct', 'loss_steps1_10'))

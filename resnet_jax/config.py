@@ -1,18 +1,18 @@
-"""Every config field once: its section, meaning, default and checks.
+"""Every config field once, in its section: its meaning, default and checks.
 
-configs/*.py choose values with new_config(pipeline, **values). main (through the loop), the study
-runner and the tests check a config with validate(config). The fields that name a run
-(IDENTITY_FIELDS, checked against a workdir's config.json) and those that change its numbers
-(RESULT_FIELDS, checked against a study folder's runs) come from here. Sections: model, data
-(every pipeline), in_memory (sources.py) or streaming (streaming.py), optim, loop. Checks that
-need devices, the model registry or the optimizer live in resnet_jax.train.loop.validate_config.
-Free of jax, so the runner checks configs without loading it.
+The sections are frozen dataclasses (Model, Data, InMemory or Streaming, Optim, Loop); FIELDS,
+IDENTITY_FIELDS (checked against a workdir's config.json) and RESULT_FIELDS (checked against a
+study folder's runs) are derived from them. configs/*.py choose values with
+new_config(pipeline, **values), a flat ConfigDict, so that every field is a --config.FIELD flag.
+validate(config) holds the checks that need neither jax nor data; main (through the loop), the
+study runner and the tests call it. Run.of(config) splits a config into its sections at one
+place, resnet_jax.train.loop, and each module takes the sections it reads.
 """
 
 from __future__ import annotations
 
 import dataclasses
-from typing import Any
+from typing import Any, TypeVar
 
 import ml_collections
 
@@ -31,6 +31,8 @@ IMAGENET_STD = (0.229, 0.224, 0.225)
 
 @dataclasses.dataclass(frozen=True)
 class Field:
+  """One config field as FIELDS lists it: its section and the metadata of `field()`."""
+
   section: str
   doc: str
   default: Any = REQUIRED
@@ -39,83 +41,167 @@ class Field:
   result: bool = False  # changes the run's numbers: a study folder holds one value (study.runner)
 
 
-FIELDS = {
-    # model
-    'model': Field('model', 'network name (resnet_jax.models.get_model)', identity=True),
-    'half_precision': Field('model', 'bfloat16 activations (float32 parameters)', False),
-    'zero_init_residual': Field('model', "zero scale of each residual branch's last BN", False),
-    'scan_blocks': Field('model', "variables' layout: 'auto' (stacked for resnet1202 and "
-                         "resnet1001_*), 'stacked' (blocks 2..n of a stage scanned) or 'unrolled' "
-                         '(resnet_jax.models.layout)', 'auto'),
-    'remat_blocks': Field('model', "rematerialise each block's activations in the backward pass "
-                          '(less memory, about one more forward pass)', False),
-    'init_from': Field('model', 'a workdir (its best, else latest checkpoint) or a PyTorch .pt/.th '
-                       'file: initial params and BN statistics, for fine-tuning', ''),
-    # data, every pipeline
-    'dataset': Field('data', f'one of {DATASETS}', identity=True),
-    'data_dir': Field('data', 'folder of the data (tfds data_dir, or the image folder)', ''),
-    'tfds_manual_dir': Field('data', 'folder with the official archive, for tfds offline', ''),
-    'val_split': Field('data', 'train examples held out for validation (0: none)', 0,
-                       'non_negative', identity=True),
-    'normalization': Field('data', f"one of {NORMALIZATIONS}; 'given': normalization_mean and "
-                           '_std (e.g. for imported PyTorch weights)', 'per_pixel_mean'),
-    'normalization_mean': Field('data', "normalization='given': per-channel mean, RGB in 0..1",
-                                IMAGENET_MEAN),
-    'normalization_std': Field('data', "normalization='given': per-channel std, RGB in 0..1",
-                               IMAGENET_STD),
-    'augment': Field('data', 'train-time augmentation', True),
-    'image_size': Field('data', "image side: synthetic data's, the streamed crop's", 32),
-    'batch_size': Field('data', 'global train batch', check='positive', result=True),
-    'eval_batch_size': Field('data', 'global eval batch (padded and masked)', check='positive'),
-    # data, in memory (CIFAR-sized, resnet_jax.data.sources)
-    'train_subset': Field('in_memory', '0 = all; N = a fixed random N of the train split', 0,
-                          'non_negative', result=True),
-    'test_subset': Field('in_memory', '0 = all; N = a fixed random N of the test split', 0,
-                         'non_negative', result=True),
-    'synthetic_size': Field('in_memory', "examples of dataset='synthetic'", 1024, 'positive'),
-    'num_classes': Field('in_memory', "classes of dataset='synthetic' (real data bring theirs)",
-                         10, 'positive'),
-    # data, streamed (ImageNet-sized, resnet_jax.data.streaming)
-    'augmentation': Field('streaming', "'paper' (He 2015 sec. 3.4) or 'inception'", 'paper'),
-    'scale_range': Field('streaming', "shorter side range of 'paper' scale augmentation",
-                         (256, 480)),
-    'eval_resize_size': Field('streaming', 'shorter side before the centre crop', 256, 'positive'),
-    'pca_lighting_std': Field('streaming', 'AlexNet colour augmentation std (0: off)', 0.1,
-                              'non_negative'),
-    'shuffle_buffer_size': Field('streaming', 'tf.data shuffle buffer', 16_384, 'positive'),
-    # optim
-    'optimizer': Field('optim', "'sgd' or 'adam'"),
-    'learning_rate': Field('optim', 'peak learning rate', check='positive', result=True),
-    'momentum': Field('optim', 'SGD momentum', 0.9, 'non_negative'),
-    'nesterov': Field('optim', 'Nesterov momentum', False),
-    'weight_decay': Field('optim', 'L2 gradient term on every parameter', check='non_negative',
-                          result=True),
-    'schedule': Field('optim', "'piecewise', 'cosine' or 'plateau'"),
-    'lr_boundaries': Field('optim', 'steps of the piecewise drops', (), result=True),
-    'lr_decay_factor': Field('optim', 'factor at each boundary (or one per boundary)', 0.1),
-    'warmup_steps': Field('optim', 'steps at warmup_learning_rate first', 0, 'non_negative',
-                          result=True),
-    'warmup_learning_rate': Field('optim', 'learning rate of the warm-up', 0.0, 'non_negative'),
-    'plateau_factor': Field('optim', "'plateau': factor on a plateau of the eval loss", 0.1),
-    'plateau_patience': Field('optim', "'plateau': evaluations without improvement", 5),
-    'plateau_min_lr': Field('optim', "'plateau': lowest learning rate", 0.0),
-    'plateau_min_delta': Field('optim', "'plateau': least improvement that counts", 1e-4),
-    'plateau_cooldown': Field('optim', "'plateau': evaluations to wait after a drop", 0),
-    'label_smoothing': Field('optim', 'label smoothing of the cross-entropy', 0.0, 'non_negative'),
-    # loop
-    'num_train_steps': Field('loop', 'train steps in all', check='interval', result=True),
-    'eval_every_steps': Field('loop', 'steps between evaluations', check='interval'),
-    'checkpoint_every_steps': Field('loop', 'steps between checkpoints', check='interval'),
-    'log_every_steps': Field('loop', 'steps between metrics rows', check='interval'),
-    'keep_checkpoints': Field('loop', 'checkpoints kept', 2, 'positive'),
-    'seed': Field('loop', 'initialisation, data order and augmentation', 0, 'non_negative',
-                  identity=True),
-    'steps_per_call': Field('loop', 'train steps fused in one compiled call', 1, 'positive'),
-    'log_grad_norms': Field('loop', 'per-layer gradient norms in the metrics', False),
-    'distributed': Field('loop', 'jax.distributed.initialize() first (several hosts)', False),
-}
+def field(doc: str, default: Any = REQUIRED, check: str = '', identity: bool = False,
+          result: bool = False) -> Any:
+  """A section's field with its meaning and checks; without a default every config file must
+  choose it."""
+  meta = {'doc': doc, 'check': check, 'identity': identity, 'result': result}
+  if default is REQUIRED:
+    return dataclasses.field(metadata=meta)
+  return dataclasses.field(default=default, metadata=meta)
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class Model:
+  """The network and its numerics (resnet_jax.models, train.state)."""
+
+  model: str = field('network name (resnet_jax.models.get_model)', identity=True)
+  half_precision: bool = field('bfloat16 activations (float32 parameters)', False)
+  zero_init_residual: bool = field("zero scale of each residual branch's last BN", False)
+  scan_blocks: str = field("variables' layout: 'auto' (stacked for resnet1202 and resnet1001_*), "
+                           "'stacked' (blocks 2..n of a stage scanned) or 'unrolled' "
+                           '(resnet_jax.models.layout)', 'auto')
+  remat_blocks: bool = field("rematerialise each block's activations in the backward pass (less "
+                             'memory, about one more forward pass)', False)
+  init_from: str = field('a workdir (its best, else latest checkpoint) or a PyTorch .pt/.th file: '
+                         'initial params and BN statistics, for fine-tuning', '')
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class Data:
+  """What every pipeline reads: the data set, its splits, batches and normalisation."""
+
+  dataset: str = field(f'one of {DATASETS}', identity=True)
+  data_dir: str = field('folder of the data (tfds data_dir, or the image folder)', '')
+  tfds_manual_dir: str = field('folder with the official archive, for tfds offline', '')
+  val_split: int = field('train examples held out for validation (0: none)', 0, 'non_negative',
+                         identity=True)
+  normalization: str = field(f"one of {NORMALIZATIONS}; 'given': normalization_mean and _std "
+                             '(e.g. for imported PyTorch weights)', 'per_pixel_mean')
+  normalization_mean: tuple[float, ...] = field(
+      "normalization='given': per-channel mean, RGB in 0..1", IMAGENET_MEAN)
+  normalization_std: tuple[float, ...] = field(
+      "normalization='given': per-channel std, RGB in 0..1", IMAGENET_STD)
+  augment: bool = field('train-time augmentation', True)
+  image_size: int = field("image side: synthetic data's, the streamed crop's", 32)
+  batch_size: int = field('global train batch', check='positive', result=True)
+  eval_batch_size: int = field('global eval batch (padded and masked)', check='positive')
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class InMemory:
+  """CIFAR-sized data held in host memory (resnet_jax.data.sources)."""
+
+  train_subset: int = field('0 = all; N = a fixed random N of the train split', 0, 'non_negative',
+                            result=True)
+  test_subset: int = field('0 = all; N = a fixed random N of the test split', 0, 'non_negative',
+                           result=True)
+  synthetic_size: int = field("examples of dataset='synthetic'", 1024, 'positive')
+  num_classes: int = field("classes of dataset='synthetic' (real data bring theirs)", 10,
+                           'positive')
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class Streaming:
+  """ImageNet-sized data streamed by tf.data (resnet_jax.data.streaming)."""
+
+  augmentation: str = field("'paper' (He 2015 sec. 3.4) or 'inception'", 'paper')
+  scale_range: tuple[int, int] = field("shorter side range of 'paper' scale augmentation",
+                                       (256, 480))
+  eval_resize_size: int = field('shorter side before the centre crop', 256, 'positive')
+  pca_lighting_std: float = field('AlexNet colour augmentation std (0: off)', 0.1, 'non_negative')
+  shuffle_buffer_size: int = field('tf.data shuffle buffer', 16_384, 'positive')
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class Optim:
+  """The optimizer, its schedule and the loss (resnet_jax.train.optim, train.steps)."""
+
+  optimizer: str = field("'sgd' or 'adam'")
+  learning_rate: float = field('peak learning rate', check='positive', result=True)
+  momentum: float = field('SGD momentum', 0.9, 'non_negative')
+  nesterov: bool = field('Nesterov momentum', False)
+  weight_decay: float = field('L2 gradient term on every parameter', check='non_negative',
+                              result=True)
+  schedule: str = field("'piecewise', 'cosine' or 'plateau'")
+  lr_boundaries: tuple[int, ...] = field('steps of the piecewise drops', (), result=True)
+  lr_decay_factor: float | tuple[float, ...] = field(
+      'factor at each boundary (or one per boundary)', 0.1)
+  warmup_steps: int = field('steps at warmup_learning_rate first', 0, 'non_negative', result=True)
+  warmup_learning_rate: float = field('learning rate of the warm-up', 0.0, 'non_negative')
+  plateau_factor: float = field("'plateau': factor on a plateau of the eval loss", 0.1)
+  plateau_patience: int = field("'plateau': evaluations without improvement", 5)
+  plateau_min_lr: float = field("'plateau': lowest learning rate", 0.0)
+  plateau_min_delta: float = field("'plateau': least improvement that counts", 1e-4)
+  plateau_cooldown: int = field("'plateau': evaluations to wait after a drop", 0)
+  label_smoothing: float = field('label smoothing of the cross-entropy', 0.0, 'non_negative')
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class Loop:
+  """Steps, intervals, seed and processes (resnet_jax.train.loop)."""
+
+  num_train_steps: int = field('train steps in all', check='interval', result=True)
+  eval_every_steps: int = field('steps between evaluations', check='interval')
+  checkpoint_every_steps: int = field('steps between checkpoints', check='interval')
+  log_every_steps: int = field('steps between metrics rows', check='interval')
+  keep_checkpoints: int = field('checkpoints kept', 2, 'positive')
+  seed: int = field('initialisation, data order and augmentation', 0, 'non_negative',
+                    identity=True)
+  steps_per_call: int = field('train steps fused in one compiled call', 1, 'positive')
+  log_grad_norms: bool = field('per-layer gradient norms in the metrics', False)
+  distributed: bool = field('jax.distributed.initialize() first (several hosts)', False)
+
+
+SECTIONS = {'model': Model, 'data': Data, 'in_memory': InMemory, 'streaming': Streaming,
+            'optim': Optim, 'loop': Loop}
+
+
+def _listed(section: str, spec: dataclasses.Field) -> Field:
+  default = REQUIRED if spec.default is dataclasses.MISSING else spec.default
+  return Field(section, default=default, **spec.metadata)
+
+
+FIELDS = {spec.name: _listed(section, spec)
+          for section, kind in SECTIONS.items() for spec in dataclasses.fields(kind)}
 IDENTITY_FIELDS = tuple(name for name, field in FIELDS.items() if field.identity)
 RESULT_FIELDS = tuple(name for name, field in FIELDS.items() if field.identity or field.result)
+
+
+@dataclasses.dataclass(frozen=True)
+class Run:
+  """A config split into its sections, once (Run.of): each part of the code takes the sections
+  it reads. `pipeline` is the in_memory or the streaming section, after the data set."""
+
+  model: Model
+  data: Data
+  pipeline: InMemory | Streaming
+  optim: Optim
+  loop: Loop
+
+  @classmethod
+  def of(cls, config) -> Run:
+    """The sections of a flat config (a validated one, or a saved one through with_defaults)."""
+    pipeline = SECTIONS[pipeline_of(config)]
+    return cls(model=section(config, Model), data=section(config, Data),
+               pipeline=section(config, pipeline), optim=section(config, Optim),
+               loop=section(config, Loop))
+
+
+S = TypeVar('S')
+
+
+def section(config, kind: type[S]) -> S:
+  """The `kind` section (Model, Data, ...) of a flat config; lists become tuples, absent fields
+  take their defaults, and absent fields without one are a ValueError."""
+  specs = dataclasses.fields(kind)
+  missing = [spec.name for spec in specs
+             if spec.name not in config and spec.default is dataclasses.MISSING]
+  if missing:
+    raise ValueError(f'the config lacks the {kind.__name__} fields {missing}; start from a file '
+                     'of configs/')
+  values = {spec.name: config[spec.name] for spec in specs if spec.name in config}
+  return kind(**{name: tuple(v) if isinstance(v, list) else v for name, v in values.items()})
 
 
 def fields_of(pipeline: str) -> tuple[str, ...]:
@@ -167,6 +253,10 @@ def validate(config) -> None:
     start = 'configs/imagenet.py' if pipeline == 'streaming' else 'configs/cifar10.py'
     raise ValueError(f'dataset={config.dataset!r} needs the {pipeline} fields {missing}; start '
                      f'from {start}')
+  foreign = sorted(set(config) - set(fields_of(pipeline)))
+  if foreign:
+    raise ValueError(f'{foreign} are not fields of a {pipeline} config (dataset='
+                     f'{config.dataset!r}); remove them')
   checks = {name: FIELDS[name].check for name in fields_of(pipeline)}
   for name, check in checks.items():
     if check in ('positive', 'interval') and not config[name] > 0:

@@ -3,13 +3,15 @@
 import sys
 from typing import NoReturn
 
+from resnet_jax.files import one_line
+
 BAD_INPUT_STATUS = 2  # ConfigError (and every other bad input), found before any work
 DIVERGED_STATUS = 3  # TrainingDiverged
 
 
-def exit_with(message: str, status: int) -> NoReturn:
+def exit_with(message: str | BaseException, status: int) -> NoReturn:
   """Ends a command: `message` as one line on stderr, then exit `status`."""
-  print(' '.join(str(message).split()), file=sys.stderr)
+  print(one_line(message), file=sys.stderr)
   sys.exit(status)
 
 

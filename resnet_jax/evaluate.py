@@ -63,12 +63,12 @@ OUTPUT_FILES = ('evaluation.json', 'per_class.csv', 'confusion.png', 'confusion.
 
 @dataclasses.dataclass(frozen=True)
 class Request:
-  """A checked request: the config, the network to evaluate and where to write.
+  """A checked request: the run's sections, the network to evaluate and where to write.
 
   The network is checkpoint `step` of `workdir`, or `variables` converted from PyTorch.
   """
 
-  config: ml_collections.ConfigDict
+  run: config_lib.Run
   split: str
   output: Path | None
   workdir: Path | None = None
@@ -81,13 +81,13 @@ def check(workdir: str, which: str = 'best', split: str = 'test',
   """Every check of a run's evaluation before any work; a ConfigError naming the problem and
   the fix."""
   try:
-    config = checkpoint.run_config(workdir)
-    parallel.check_divisible('eval_batch_size', config.eval_batch_size)
-    _check_split(config, split)
-    step = checkpoint.choose_step(workdir, config, which)
+    run = config_lib.Run.of(checkpoint.run_config(workdir))
+    parallel.check_divisible('eval_batch_size', run.data.eval_batch_size)
+    _check_split(run.data.val_split, split)
+    step = checkpoint.choose_step(workdir, which, run.data.val_split)
   except ValueError as error:
     raise ConfigError(str(error)) from None
-  return Request(config, split, _check_output(output), workdir=Path(workdir), step=step)
+  return Request(run, split, _check_output(output), workdir=Path(workdir), step=step)
 
 
 def check_torch(torch_weights: str, model: str, config: ml_collections.ConfigDict | None,
@@ -103,17 +103,18 @@ def check_torch(torch_weights: str, model: str, config: ml_collections.ConfigDic
   config.model = model
   try:
     config_lib.validate(config)
-    parallel.check_divisible('eval_batch_size', config.eval_batch_size)
-    _check_split(config, split)
+    run = config_lib.Run.of(config)
+    parallel.check_divisible('eval_batch_size', run.data.eval_batch_size)
+    _check_split(run.data.val_split, split)
     state_dict = torch_files.load_state_dict(torch_weights)
     variables = pytorch.from_torch(state_dict, model, pytorch.head_classes(state_dict, model))
   except ValueError as error:
     raise ConfigError(f'--torch_weights={torch_weights}: {error}') from None
-  return Request(config, split, _check_output(output), variables=variables)
+  return Request(run, split, _check_output(output), variables=variables)
 
 
-def _check_split(config, split: str) -> None:
-  splits = ('val', 'test') if config.val_split else ('test',)
+def _check_split(val_split: int, split: str) -> None:
+  splits = ('val', 'test') if val_split else ('test',)
   if split not in splits:
     raise ValueError(f'--split={split}: this run has {" and ".join(splits)}; use one of them')
 
@@ -134,7 +135,7 @@ def predictions(request: Request) -> tuple[np.ndarray, np.ndarray, list[str], in
   """(logits [N, classes] float32, labels [N]) of every example of the split in order, the
   class names and the restored step (None for PyTorch weights)."""
   mesh = parallel.make_mesh()
-  setup = loop.build(request.config, mesh)
+  setup = loop.build(request.run, mesh)
   state = _network(request, setup, mesh)
   prepare = setup.data.prepare
 
@@ -159,8 +160,7 @@ def predictions(request: Request) -> tuple[np.ndarray, np.ndarray, list[str], in
 def _network(request: Request, setup: loop.Setup, mesh):
   """setup.state holding the network to evaluate: the checkpoint, or the converted weights."""
   if request.variables is None:
-    with checkpoint.Checkpointer(str(request.workdir), request.config.keep_checkpoints,
-                                 checkpoint.best_metric(request.config), read_only=True) as ckpt:
+    with checkpoint.Checkpointer.reader(str(request.workdir)) as ckpt:
       try:
         return ckpt.restore_step(request.step, setup.state)[0]
       except ValueError as error:

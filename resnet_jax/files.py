@@ -33,6 +33,7 @@ def atomic_write_text(path: str | os.PathLike, text: str) -> None:
   atomic_write(path, lambda f: f.write(text))
 
 
-def one_line(error: BaseException) -> str:
-  """The error's message on one line (its type's name when it has none)."""
-  return ' '.join(str(error).split()) or type(error).__name__
+def one_line(message: str | BaseException) -> str:
+  """The message on one line; an error with no message gives its type's name."""
+  text = ' '.join(str(message).split())
+  return text or (type(message).__name__ if isinstance(message, BaseException) else '')

@@ -15,6 +15,7 @@ torch = pytest.importorskip('torch')
 
 from benchmarks import torch_peer  # noqa: E402
 from resnet_jax import parallel  # noqa: E402
+from resnet_jax.config import Run  # noqa: E402
 from resnet_jax.errors import BAD_INPUT_STATUS, ConfigError  # noqa: E402
 from resnet_jax.interop import convert, pytorch, torch_files  # noqa: E402
 from resnet_jax.train import checkpoint, loop  # noqa: E402
@@ -87,7 +88,7 @@ def test_import_then_export_gives_back_the_tensors_under_strict_loading(tmp_path
 def test_a_trained_run_exports_its_best_checkpoint(tmp_path, capsys):
   workdir = tmp_path / 'run'
   loop.train_and_evaluate(tiny_config(num_train_steps=8), str(workdir))
-  best = checkpoint.choose_step(str(workdir), checkpoint.run_config(str(workdir)), 'best')
+  best = checkpoint.choose_step(str(workdir), 'best', val_split=0)
   status, out, err = run_cli(capsys, f'--workdir={workdir}', f'--to_torch={tmp_path / "r.pt"}')
   assert status == 0, err
   assert json.loads(out)['checkpoint_step'] == best
@@ -107,8 +108,8 @@ def test_init_from_sets_params_and_batch_stats_only(tmp_path, source):
   init_from = str(weights if source == 'file' else tmp_path / 'imported')
   config = tiny_config(init_from=init_from)
   mesh = parallel.make_mesh()
-  setup = loop.build(config, mesh)
-  state = loop.initialize_from(config, setup.state, setup.data.num_classes, mesh)
+  setup = loop.build(Run.of(config), mesh)
+  state = loop.initialize_from(init_from, MODEL, setup.state, setup.data.num_classes, mesh)
   expected = pytorch.from_torch(model.state_dict(), MODEL)
   network = {'params': state.params, 'batch_stats': state.batch_stats}
   assert jax.tree.structure(network) == jax.tree.structure(expected)

@@ -15,6 +15,7 @@ import numpy as np
 import pytest
 
 from resnet_jax import cli, evaluate
+from resnet_jax import config as config_lib
 from resnet_jax.data import sources
 from resnet_jax.config import IMAGENET_MEAN, IMAGENET_STD
 from resnet_jax.errors import BAD_INPUT_STATUS, ConfigError
@@ -39,7 +40,8 @@ def eval_rows(workdir: Path) -> dict[int, dict]:
 
 def test_latest_and_best_match_the_runs_own_evaluations(run):
   rows = eval_rows(run)
-  examples = len(sources.load_dataset(tiny_config()).test)
+  run_sections = config_lib.Run.of(tiny_config())
+  examples = len(sources.load_dataset(run_sections.data, run_sections.pipeline).test)
   latest = evaluate.evaluate(str(run), 'latest')
   assert (latest['checkpoint_step'], latest['examples'], latest['split']) == (12, examples, 'test')
   assert latest['top1_error'] == pytest.approx(rows[12]['test_error'], abs=1e-6)
@@ -207,12 +209,16 @@ def peer_flags(weights: Path, data_dir: Path) -> list[str]:
           f'--config.eval_batch_size={EVAL_BATCH}']
 
 
-def peer_request(weights: Path, data_dir: Path, **values) -> evaluate.Request:
+def peer_config(data_dir: Path, **values):
   from configs import cifar10  # pylint: disable=import-outside-toplevel
   config = cifar10.get_config('resnet8')
   config.update(dict(dataset='image_folder', data_dir=str(data_dir), normalization='given',
                      batch_size=EVAL_BATCH, eval_batch_size=EVAL_BATCH, **values))
-  return evaluate.check_torch(str(weights), 'resnet8', config)
+  return config
+
+
+def peer_request(weights: Path, data_dir: Path, **values) -> evaluate.Request:
+  return evaluate.check_torch(str(weights), 'resnet8', peer_config(data_dir, **values))
 
 
 def test_torch_weights_predict_as_pytorch_on_every_image_on_1_and_8_devices(tmp_path):
@@ -244,7 +250,7 @@ def test_torch_weights_of_another_model_or_no_state_dict_are_refused(tmp_path):
   weights, data_dir, _ = peer_and_folder(tmp_path)
   with pytest.raises(ConfigError, match=r"--torch_weights=.*: state_dict has no "
                                         r"'layer1.1.conv1.weight'"):
-    evaluate.check_torch(str(weights), 'resnet14', peer_request(weights, data_dir).config)
+    evaluate.check_torch(str(weights), 'resnet14', peer_config(data_dir))
   torch.save({'epoch': 3}, tmp_path / 'meta.pt')
   with pytest.raises(ConfigError, match=r'holds a dict, not a state_dict of tensors'):
     peer_request(tmp_path / 'meta.pt', data_dir)

@@ -5,6 +5,8 @@ Tests override the fields they are about, in the config or as --config.FIELD=VAL
 import ml_collections
 
 from configs import cifar10
+from resnet_jax.config import Optim, section
+from resnet_jax.train import optim
 
 MODEL = 'resnet8'
 TINY = {'dataset': 'synthetic', 'synthetic_size': 64, 'image_size': 8, 'batch_size': 8,
@@ -17,3 +19,8 @@ def tiny_config(**overrides) -> ml_collections.ConfigDict:
   config = cifar10.get_config(MODEL)
   config.update({**TINY, **overrides})
   return config
+
+
+def optimizer_of(config) -> optim.Optimizer:
+  """The optimizer of a flat config, as the loop makes it: its Optim section and step count."""
+  return optim.create_optimizer(section(config, Optim), config.num_train_steps)

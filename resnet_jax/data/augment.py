@@ -21,7 +21,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from resnet_jax.config import NORMALIZATIONS
+from resnet_jax.config import NORMALIZATIONS, Data
 
 PAD = 4  # pixels of zero padding on each side (He 2015, sec. 4.2)
 MAX_PIXEL = 255.0
@@ -68,10 +68,10 @@ def normalize(images, mean, std):
   return (images / MAX_PIXEL - mean) / std
 
 
-def given_stats(config) -> tuple[np.ndarray, np.ndarray]:
-  """normalization='given': config.normalization_mean and _std as float32 [C], 0..1 units."""
-  return (np.asarray(config.normalization_mean, np.float32),
-          np.asarray(config.normalization_std, np.float32))
+def given_stats(data: Data) -> tuple[np.ndarray, np.ndarray]:
+  """normalization='given': data.normalization_mean and _std as float32 [C], 0..1 units."""
+  return (np.asarray(data.normalization_mean, np.float32),
+          np.asarray(data.normalization_std, np.float32))
 
 
 def pixel_stats(train_images: np.ndarray, mode: str) -> tuple[np.ndarray, np.ndarray]:

@@ -1,6 +1,6 @@
 """In-memory CIFAR-sized data sources: tfds, image folders and synthetic data.
 
-`load_dataset(config)` returns every split as uint8 arrays held in host memory;
+`load_dataset(data, in_memory)` returns every split as uint8 arrays held in host memory;
 the train loop moves batches to the device and augments them there
 (`resnet_jax.data.augment`). The optional validation split follows He et al.
 2015, sec. 4.2 ("45k/5k train/val split"): it is carved out of the training set
@@ -23,6 +23,7 @@ from collections.abc import Callable, Sequence
 import numpy as np
 from PIL import Image
 
+from resnet_jax.config import Data, InMemory
 from resnet_jax.data import folders
 from resnet_jax.data.names import IN_MEMORY_DATASETS, TFDS_IN_MEMORY
 from resnet_jax.files import one_line
@@ -30,7 +31,6 @@ from resnet_jax.files import one_line
 VAL_SPLIT_KEY = 2015  # fixed seed of the train/val permutation (never the run's seed)
 SYNTHETIC_KEY = 2016  # fixed seed of the synthetic images and labels
 SUBSET_KEY = 2017  # fixed seed of the train/test subsets (never the run's seed)
-DEFAULT_NUM_CLASSES = 10
 TFDS_READ_BATCH = 4096
 DECODE_CHUNK = 256
 DOWNLOAD_CHECK_SECONDS = 10  # how long to try a download host before calling it unreachable
@@ -74,34 +74,27 @@ class Dataset:
   class_names: tuple[str, ...]
 
 
-def load_dataset(config, rows: Rows | None = None) -> Dataset:
-  """Loads `config.dataset` into memory and carves out `config.val_split` examples.
+def load_dataset(data: Data, in_memory: InMemory, rows: Rows | None = None) -> Dataset:
+  """Loads data.dataset into memory and carves out data.val_split examples.
 
-  Config fields read: dataset, data_dir, val_split (0 = no validation split),
-  train_subset and test_subset (0 = the whole split; see subset_indices),
-  tfds_manual_dir (cifar10/cifar100), synthetic_size, image_size, num_classes
-  (synthetic). With `rows` every split keeps only this process's contiguous range
-  of examples: image folders decode only those files; tfds and synthetic data
-  are read whole and cut.
+  train and test keep in_memory's subsets (subset_indices); synthetic data take
+  in_memory.synthetic_size, num_classes and data.image_size. With `rows` every split keeps
+  only this process's contiguous range of examples: image folders decode only those files;
+  tfds and synthetic data are read whole and cut.
   """
-  name = config.dataset
+  name = data.dataset
   if name not in IN_MEMORY_DATASETS:
     raise ValueError(f'dataset={name!r} is not an in-memory source; choose one of '
                      f'{IN_MEMORY_DATASETS}')
-  val_split = config.get('val_split', 0)
-  subsets = Subsets(train=config.get('train_subset', 0), test=config.get('test_subset', 0))
+  subsets = Subsets(train=in_memory.train_subset, test=in_memory.test_subset)
   if name == 'image_folder':
-    return load_image_folder(config.get('data_dir', ''), val_split=val_split, rows=rows,
-                             subsets=subsets)
+    return load_image_folder(data.data_dir, val_split=data.val_split, rows=rows, subsets=subsets)
   if name in TFDS_IN_MEMORY:
-    dataset = _load_tfds(name, config.get('data_dir', ''), config.get('tfds_manual_dir', ''))
+    dataset = _load_tfds(name, data.data_dir, data.tfds_manual_dir)
   else:
-    dataset = synthetic_dataset(
-        config.get('synthetic_size', 1024),
-        config.get('image_size', 32),
-        config.get('num_classes', None) or DEFAULT_NUM_CLASSES,
-    )
-  return keep_rows(keep_subsets(split_validation(dataset, val_split), subsets), rows)
+    dataset = synthetic_dataset(in_memory.synthetic_size, data.image_size,
+                                in_memory.num_classes)
+  return keep_rows(keep_subsets(split_validation(dataset, data.val_split), subsets), rows)
 
 
 @dataclasses.dataclass(frozen=True)

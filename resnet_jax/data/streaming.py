@@ -1,22 +1,24 @@
 """tf.data input pipeline for ImageNet-sized data that does not fit in memory.
 
-Sources (config.dataset): 'imagenet2012' (tfds, from the manual download of
-ILSVRC2012_img_train.tar and ILSVRC2012_img_val.tar in config.tfds_manual_dir), 'imagenette'
+Sources (data.dataset): 'imagenet2012' (tfds, from the manual download of
+ILSVRC2012_img_train.tar and ILSVRC2012_img_val.tar in data.tfds_manual_dir), 'imagenette'
 (tfds imagenette/320px-v2, 10 classes) and 'image_folder_stream' (resnet_jax.data.folders in
-config.data_dir). Every source is evaluated on its split named 'test': tfds' 'validation'
+data.data_dir). Every source is evaluated on its split named 'test': tfds' 'validation'
 (ImageNet's 50,000 images of He 2015 Tables 2-4).
 
 Each crop is decoded straight from the JPEG, resized (bilinear, antialiased) to
-config.image_size and normalised in the units of the in-memory pipeline (_normalize). Train
-crops: augmentation='paper' (He 2015 sec. 3.4: shorter side S ~ U[config.scale_range], a random
+data.image_size and normalised in the units of the in-memory pipeline (_normalize). Train
+crops: augmentation='paper' (He 2015 sec. 3.4: shorter side S ~ U[scale_range], a random
 224 crop, flip, AlexNet PCA lighting) or 'inception' (8%-100% of the area, aspect in [3/4, 4/3],
-flip; v1.5 recipes). Evaluation: shorter side config.eval_resize_size, the centre crop.
+flip; v1.5 recipes). Evaluation: shorter side eval_resize_size, the centre crop.
 
-Each process reads only its shard; epoch e is shuffled with a seed of (config.seed, e), and
+Each process reads only its shard; epoch e is shuffled with a seed of (seed, e), and
 augmentation draws stateless random numbers from (epoch seed, position), so train_iter(k) yields
 bitwise the batches an uninterrupted run yields from step k (same files, TensorFlow build and
 CPU). Evaluation reads every example once across processes, the last batch padded and masked.
 """
+
+from __future__ import annotations
 
 import dataclasses
 import functools
@@ -26,13 +28,11 @@ import os
 from collections.abc import Callable, Iterator
 
 import jax
-import ml_collections
 import numpy as np
 import tensorflow as tf
 import tensorflow_datasets as tfds
 
-from resnet_jax import config as config_lib
-from resnet_jax.config import IMAGENET_MEAN, IMAGENET_STD, NORMALIZATIONS
+from resnet_jax.config import IMAGENET_MEAN, IMAGENET_STD, NORMALIZATIONS, Data, Streaming
 from resnet_jax.data import folders
 from resnet_jax.data.augment import given_stats, normalize
 from resnet_jax.data.names import STREAMING_DATASETS, TFDS_STREAMED
@@ -72,6 +72,30 @@ class _Source:
   num_train_examples: int
 
 
+@dataclasses.dataclass(frozen=True, eq=False)
+class Preprocessing:
+  """How an encoded image becomes a crop: the Data and Streaming fields it reads, the
+  normalisation statistics (stream_stats) and the output dtype."""
+  image_size: int
+  augment: bool
+  augmentation: str
+  scale_range: tuple[int, int]
+  eval_resize_size: int
+  pca_lighting_std: float
+  mean: np.ndarray
+  std: np.ndarray
+  dtype: tf.DType
+
+  @classmethod
+  def of(cls, data: Data, streaming: Streaming, half_precision: bool) -> Preprocessing:
+    mean, std = stream_stats(data)
+    return cls(image_size=data.image_size, augment=data.augment,
+               augmentation=streaming.augmentation, scale_range=tuple(streaming.scale_range),
+               eval_resize_size=streaming.eval_resize_size,
+               pca_lighting_std=streaming.pca_lighting_std, mean=mean, std=std,
+               dtype=tf.bfloat16 if half_precision else tf.float32)
+
+
 @dataclasses.dataclass(frozen=True)
 class StreamingData:
   """Per-process batches of a streaming source; see the module docstring for what they hold."""
@@ -83,7 +107,8 @@ class StreamingData:
   steps_per_epoch: int
   num_eval_batches: dict[str, int]
   source: _Source
-  config: ml_collections.ConfigDict
+  preprocessing: Preprocessing
+  seed: int
   batch_size: int
   eval_batch_size: int
 
@@ -97,14 +122,13 @@ class StreamingData:
     """One pass over `split`: {'image', 'label', 'mask' bool [B]}, padded to whole batches."""
     if split not in self.eval_splits:
       raise ValueError(f'unknown eval split {split!r}; choose from {self.eval_splits}')
-    shard, size = self.source.test, self.image_size
-    dtype = _output_dtype(self.config)
+    shard, size, prep = self.source.test, self.image_size, self.preprocessing
 
     def example(key, label):
-      image = _eval_image(shard.read(key), self.config)
+      image = _eval_image(shard.read(key), prep)
       return {'image': image, 'label': tf.cast(label, tf.int32), 'mask': True}
 
-    padding = {'image': tf.zeros([size, size, 3], dtype), 'label': 0, 'mask': False}
+    padding = {'image': tf.zeros([size, size, 3], prep.dtype), 'label': 0, 'mask': False}
     ds = shard.dataset(None).map(example, num_parallel_calls=tf.data.AUTOTUNE)
     ds = ds.concatenate(tf.data.Dataset.from_tensors(padding).repeat())
     ds = ds.take(self.num_eval_batches[split] * self.eval_batch_size)
@@ -117,13 +141,13 @@ class StreamingData:
       skip = 0
 
   def _train_epoch(self, epoch: int, skip_batches: int) -> tf.data.Dataset:
-    seed = epoch_seed(self.config.seed, epoch)
+    seed = epoch_seed(self.seed, epoch)
     shard = self.source.train
 
     def example(index, key_label):
       key, label = key_label
       example_seed = tf.stack([tf.constant(seed, tf.int64), index])
-      image = _train_image(shard.read(key), example_seed, self.config)
+      image = _train_image(shard.read(key), example_seed, self.preprocessing)
       return {'image': image, 'label': tf.cast(label, tf.int32)}
 
     ds = shard.dataset(seed).enumerate().skip(skip_batches * self.batch_size)
@@ -131,29 +155,32 @@ class StreamingData:
     return _finish(ds, self.batch_size)
 
 
-def load_streaming(config: ml_collections.ConfigDict, process_index: int | None = None,
+def load_streaming(data: Data, streaming: Streaming, seed: int, half_precision: bool = False,
+                   process_index: int | None = None,
                    process_count: int | None = None) -> StreamingData:
-  """The streaming source of `config` for one process (default: this JAX process)."""
+  """The streaming source of `data` for one process (default: this JAX process): `seed` orders
+  and augments the epochs, half_precision gives bfloat16 images."""
   process_index = jax.process_index() if process_index is None else process_index
   process_count = jax.process_count() if process_count is None else process_count
-  _check_config(config, process_index, process_count)
+  _check(data, streaming, process_index, process_count)
   tf.config.set_visible_devices([], 'GPU')  # TensorFlow stays off the accelerators JAX uses.
-  if config.dataset == 'image_folder_stream':
-    source = _folder_source(config.data_dir, process_index, process_count)
+  if data.dataset == 'image_folder_stream':
+    source = _folder_source(data.data_dir, process_index, process_count)
   else:
-    source = _tfds_source(config, process_index, process_count)
-  batch_size = config.batch_size // process_count
-  eval_batch_size = config.eval_batch_size // process_count
+    source = _tfds_source(data, streaming.shuffle_buffer_size, process_index, process_count)
+  batch_size = data.batch_size // process_count
+  eval_batch_size = data.eval_batch_size // process_count
   if source.train.size < batch_size:
     raise ValueError(f'{source.train.size} training examples per process are fewer than one '
-                     f'batch of {batch_size}; lower config.batch_size')
+                     f'batch of {batch_size}; lower batch_size')
   eval_per_process = math.ceil(source.num_test_examples / process_count)
   return StreamingData(
       num_classes=len(source.class_names), class_names=source.class_names,
       num_train_examples=source.num_train_examples, eval_splits=EVAL_SPLITS,
-      image_size=config.image_size, steps_per_epoch=source.train.size // batch_size,
-      num_eval_batches={'test': math.ceil(eval_per_process / eval_batch_size)},
-      source=source, config=config, batch_size=batch_size, eval_batch_size=eval_batch_size)
+      image_size=data.image_size, steps_per_epoch=source.train.size // batch_size,
+      num_eval_batches={'test': math.ceil(eval_per_process / eval_batch_size)}, source=source,
+      preprocessing=Preprocessing.of(data, streaming, half_precision), seed=seed,
+      batch_size=batch_size, eval_batch_size=eval_batch_size)
 
 
 def epoch_seed(seed: int, epoch: int) -> int:
@@ -161,40 +188,31 @@ def epoch_seed(seed: int, epoch: int) -> int:
   return int(np.random.SeedSequence([seed, epoch]).generate_state(1)[0])
 
 
-def _check_config(config: ml_collections.ConfigDict, process_index: int,
-                  process_count: int) -> None:
-  missing = [name for name in config_lib.fields_of('streaming') if name not in config]
-  if missing:
-    raise ValueError(f'the config lacks the streaming fields {missing}; start from '
-                     'configs/imagenet.py or configs/imagenet_v1_5.py')
-  if config.dataset not in STREAMING_DATASETS:
-    raise ValueError(f'config.dataset={config.dataset!r} is not a streaming source; choose '
+def _check(data: Data, streaming: Streaming, process_index: int, process_count: int) -> None:
+  if data.dataset not in STREAMING_DATASETS:
+    raise ValueError(f'dataset={data.dataset!r} is not a streaming source; choose '
                      f'from {STREAMING_DATASETS}')
-  if config.augmentation not in AUGMENTATIONS:
-    raise ValueError(f'config.augmentation={config.augmentation!r}; choose from {AUGMENTATIONS}')
-  if config.normalization not in NORMALIZATIONS:
-    raise ValueError(f'config.normalization={config.normalization!r}; choose from '
-                     f'{NORMALIZATIONS}')
-  if config.val_split:
-    raise ValueError('config.val_split is not supported by streaming sources; set it to 0')
-  subsets = [name for name in ('train_subset', 'test_subset') if config.get(name, 0)]
-  if subsets:
-    raise ValueError(f'config.{subsets[0]} is not supported by streaming sources; set it to 0')
+  if streaming.augmentation not in AUGMENTATIONS:
+    raise ValueError(f'augmentation={streaming.augmentation!r}; choose from {AUGMENTATIONS}')
+  if data.normalization not in NORMALIZATIONS:
+    raise ValueError(f'normalization={data.normalization!r}; choose from {NORMALIZATIONS}')
+  if data.val_split:
+    raise ValueError('val_split is not supported by streaming sources; set it to 0')
   if not 0 <= process_index < process_count:
     raise ValueError(f'process_index {process_index} is outside [0, {process_count})')
   for name in ('batch_size', 'eval_batch_size'):
-    if config[name] % process_count:
-      raise ValueError(f'config.{name}={config[name]} is not divisible by the '
+    if getattr(data, name) % process_count:
+      raise ValueError(f'{name}={getattr(data, name)} is not divisible by the '
                        f'{process_count} processes; make it a multiple')
-  low, high = config.scale_range
-  if not config.image_size <= low <= high:
-    raise ValueError(f'config.scale_range={tuple(config.scale_range)} must satisfy '
-                     f'image_size ({config.image_size}) <= low <= high')
-  if config.eval_resize_size < config.image_size:
-    raise ValueError(f'config.eval_resize_size={config.eval_resize_size} is smaller than '
-                     f'config.image_size={config.image_size}; make it at least as large')
-  if config.dataset == 'image_folder_stream' and not config.data_dir:
-    raise ValueError("dataset 'image_folder_stream' needs config.data_dir, the folder that "
+  low, high = streaming.scale_range
+  if not data.image_size <= low <= high:
+    raise ValueError(f'scale_range={tuple(streaming.scale_range)} must satisfy '
+                     f'image_size ({data.image_size}) <= low <= high')
+  if streaming.eval_resize_size < data.image_size:
+    raise ValueError(f'eval_resize_size={streaming.eval_resize_size} is smaller than '
+                     f'image_size={data.image_size}; make it at least as large')
+  if data.dataset == 'image_folder_stream' and not data.data_dir:
+    raise ValueError("dataset 'image_folder_stream' needs data_dir, the folder that "
                      'holds train/ and val/ (or test/)')
 
 
@@ -227,14 +245,14 @@ def _folder_shard(paths: list[str], labels: list[int], process_index: int, proce
   return _Shard(size=len(paths), dataset=dataset, read=tf.io.read_file)
 
 
-def _tfds_source(config: ml_collections.ConfigDict, process_index: int,
+def _tfds_source(data: Data, shuffle_buffer_size: int, process_index: int,
                  process_count: int) -> _Source:
-  builder = _prepared_builder(config, process_count)
+  builder = _prepared_builder(data, process_count)
 
   def shard(split: str, drop_remainder: bool) -> _Shard:
     return _tfds_shard(builder, tfds.split_for_jax_process(
         split, process_index=process_index, process_count=process_count,
-        drop_remainder=drop_remainder), config.shuffle_buffer_size)
+        drop_remainder=drop_remainder), shuffle_buffer_size)
 
   return _Source(
       train=shard('train', True), test=shard('validation', False),
@@ -243,24 +261,23 @@ def _tfds_source(config: ml_collections.ConfigDict, process_index: int,
       num_train_examples=builder.info.splits['train'].num_examples)
 
 
-def _prepared_builder(config: ml_collections.ConfigDict,
-                      process_count: int) -> tfds.core.DatasetBuilder:
-  """The tfds builder of config.dataset, prepared first if need be (from the manual download
+def _prepared_builder(data: Data, process_count: int) -> tfds.core.DatasetBuilder:
+  """The tfds builder of data.dataset, prepared first if need be (from the manual download
   for imagenet2012, whose tar files are checked before tfds starts)."""
-  name = TFDS_STREAMED[config.dataset]
-  builder = tfds.builder(name, data_dir=config.data_dir or None)
+  name = TFDS_STREAMED[data.dataset]
+  builder = tfds.builder(name, data_dir=data.data_dir or None)
   if builder.is_prepared():
     return builder
   download_config = None
-  if config.dataset == 'imagenet2012':
-    manual_dir = (config.tfds_manual_dir
+  if data.dataset == 'imagenet2012':
+    manual_dir = (data.tfds_manual_dir
                   or os.path.join(builder.data_dir_root, 'downloads', 'manual'))
     missing = [tar for tar in ILSVRC_TARS if not tf.io.gfile.exists(os.path.join(manual_dir, tar))]
     if missing:
       raise ValueError(
           f'imagenet2012 is not prepared and its manual download {" and ".join(missing)} is not '
           f'in {manual_dir}; download it from https://image-net.org/download-images into that '
-          'folder (or set config.tfds_manual_dir)')
+          'folder (or set tfds_manual_dir)')
     download_config = tfds.download.DownloadConfig(manual_dir=manual_dir)
   if process_count > 1:
     raise ValueError(f'{name} is not prepared in {builder.data_dir}; prepare it once with a '
@@ -286,30 +303,29 @@ def _tfds_shard(builder: tfds.core.DatasetBuilder, split, shuffle_buffer_size: i
 
 # Preprocessing (pure TensorFlow functions of an encoded image and a stateless seed).
 
-def _train_image(encoded: tf.Tensor, seed: tf.Tensor,
-                 config: ml_collections.ConfigDict) -> tf.Tensor:
+def _train_image(encoded: tf.Tensor, seed: tf.Tensor, prep: Preprocessing) -> tf.Tensor:
   """A training crop: scale or inception augmentation, flip, optional PCA lighting."""
-  if not config.augment:
-    return _eval_image(encoded, config)
+  if not prep.augment:
+    return _eval_image(encoded, prep)
   crop_seed, flip_seed, lighting_seed = tf.unstack(tf.random.experimental.stateless_split(seed, 3))
-  if config.augmentation == 'paper':
-    window = functools.partial(scale_window, seed=crop_seed, size=config.image_size,
-                               scale_range=config.scale_range)
+  if prep.augmentation == 'paper':
+    window = functools.partial(scale_window, seed=crop_seed, size=prep.image_size,
+                               scale_range=prep.scale_range)
   else:
     window = functools.partial(inception_window, seed=crop_seed,
-                               fallback_fraction=config.image_size / config.eval_resize_size)
-  image = _resize(_decode_window(encoded, window), config.image_size)
+                               fallback_fraction=prep.image_size / prep.eval_resize_size)
+  image = _resize(_decode_window(encoded, window), prep.image_size)
   image = tf.where(tf.random.stateless_uniform([], flip_seed) < 0.5, tf.reverse(image, [1]), image)
-  if config.pca_lighting_std:
-    image = pca_lighting(image, lighting_seed, config.pca_lighting_std)
-  return _normalize(image, config)
+  if prep.pca_lighting_std:
+    image = pca_lighting(image, lighting_seed, prep.pca_lighting_std)
+  return _normalize(image, prep)
 
 
-def _eval_image(encoded: tf.Tensor, config: ml_collections.ConfigDict) -> tf.Tensor:
+def _eval_image(encoded: tf.Tensor, prep: Preprocessing) -> tf.Tensor:
   """The centre crop of evaluation: shorter side to eval_resize_size, centre image_size crop."""
-  fraction = config.image_size / config.eval_resize_size
+  fraction = prep.image_size / prep.eval_resize_size
   image = _decode_window(encoded, functools.partial(center_window, fraction=fraction))
-  return _normalize(_resize(image, config.image_size), config)
+  return _normalize(_resize(image, prep.image_size), prep)
 
 
 def scale_window(shape: tf.Tensor, seed: tf.Tensor, size: int,
@@ -378,24 +394,19 @@ def _resize(image: tf.Tensor, size: int) -> tf.Tensor:
   return tf.ensure_shape(image, [size, size, 3])
 
 
-def _normalize(image: tf.Tensor, config: ml_collections.ConfigDict) -> tf.Tensor:
+def _normalize(image: tf.Tensor, prep: Preprocessing) -> tf.Tensor:
   """RGB in [0, 255] through resnet_jax.data.augment.normalize with stream_stats."""
-  mean, std = stream_stats(config)
-  return tf.cast(normalize(image, mean, std), _output_dtype(config))
+  return tf.cast(normalize(image, prep.mean, prep.std), prep.dtype)
 
 
-def stream_stats(config: ml_collections.ConfigDict) -> tuple[np.ndarray, np.ndarray]:
+def stream_stats(data: Data) -> tuple[np.ndarray, np.ndarray]:
   """Mean and std (float32 [3], 0..1 units) of streamed inputs: ImageNet's mean with std 1
   ('per_pixel_mean': no mean image is computed from a stream) or ImageNet's std
   ('per_channel'), or the config's own ('given')."""
-  if config.normalization == 'given':
-    return given_stats(config)
-  std = IMAGENET_STD if config.normalization == 'per_channel' else (1.0, 1.0, 1.0)
+  if data.normalization == 'given':
+    return given_stats(data)
+  std = IMAGENET_STD if data.normalization == 'per_channel' else (1.0, 1.0, 1.0)
   return np.asarray(IMAGENET_MEAN, np.float32), np.asarray(std, np.float32)
-
-
-def _output_dtype(config: ml_collections.ConfigDict) -> tf.DType:
-  return tf.bfloat16 if config.half_precision else tf.float32
 
 
 def _finish(ds: tf.data.Dataset, batch_size: int) -> tf.data.Dataset:

@@ -74,10 +74,11 @@ def import_torch(torch_weights: str, model: str, workdir: str,
     config = import_config(model, classes, base)
   except ValueError as error:
     raise ConfigError(f'--torch_weights={torch_weights}: {error}') from None
+  run = config_lib.Run.of(config)
   state = checkpoint.with_network(
-      checkpoint.template_state(config, classes, parallel.make_mesh()), variables)
-  with checkpoint.Checkpointer(workdir, config.keep_checkpoints,
-                               checkpoint.best_metric(config)) as ckpt:
+      checkpoint.template_state(run, classes, parallel.make_mesh()), variables)
+  with checkpoint.Checkpointer(workdir, run.loop.keep_checkpoints,
+                               checkpoint.best_metric(run.data.val_split)) as ckpt:
     ckpt.save(0, state, {'wall_time': 0.0})
   checkpoint.write_config(config, workdir)
   return {'workdir': workdir, 'model': model, 'classes': int(classes), 'checkpoint_step': 0,
@@ -91,8 +92,8 @@ def export_torch(workdir: str, to_torch: str, which: str | None = None) -> dict:
     raise ConfigError(f'--to_torch={to_torch} must be a file in an existing folder')
   try:
     config = checkpoint.run_config(workdir)
-    step = (checkpoint.best_else_latest(workdir, config) if which is None else
-            checkpoint.choose_step(workdir, config, which))
+    step = (checkpoint.best_else_latest(workdir, config.val_split) if which is None else
+            checkpoint.choose_step(workdir, which, config.val_split))
     variables = checkpoint.restore_variables(workdir, step, parallel.make_mesh())
   except ValueError as error:
     raise ConfigError(str(error)) from None

@@ -300,8 +300,9 @@ class ResNet(nn.Module):
   one block per stage whatever the depth (ResNet-1202, He 2015 Table 6; ResNet-1001, He 2016
   Table 4). `remat_blocks` rematerialises every block's activations in the backward pass
   (jax.checkpoint: only block inputs are kept, the rest recomputed, about one more forward pass).
-  `loop_convs` runs the scanned blocks' convolutions through loop_conv, whose backward pass
-  XLA:CPU runs on its fast kernels inside the loop (the train step sets it on the CPU).
+  `loop_convs` runs the scanned blocks' convolutions through loop_conv, the same convolution
+  with a backward pass that keeps the forward pass's layouts (the train step sets it where the
+  backend needs it).
   """
   stage_sizes: Sequence[int]
   widths: Sequence[int]

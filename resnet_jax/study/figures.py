@@ -208,7 +208,7 @@ def save_figure(fig: Figure, path: Path) -> None:
 
 def finished_runs(runs: Runs) -> Runs:
   """The runs that ended (their 'end' event), per model; models without one are left out."""
-  ended = {model: [run for run in found if run.event('end')] for model, found in runs.items()}
+  ended = {model: [run for run in found if run.finished] for model, found in runs.items()}
   return {model: found for model, found in ended.items() if found}
 
 
@@ -223,7 +223,7 @@ def draw_figures(workdir: Path, drawers: Mapping[str, Callable[[Runs], Figure]] 
     raise ValueError(f'no runs in {workdir}: expected {workdir}/<model>/seed<k>/metrics.jsonl')
   runs = finished_runs(found)
   unfinished = [f'{run.model}/seed{run.seed}' for model in sorted(found) for run in found[model]
-                if not run.event('end')]
+                if not run.finished]
   if not runs:
     raise ValueError(f'no finished runs in {workdir} yet ({len(unfinished)} under way): '
                      '--status shows where they stand')

@@ -25,6 +25,7 @@ import jax.numpy as jnp
 import numpy as np
 from matplotlib.figure import Figure
 
+from resnet_jax import config as config_lib
 from resnet_jax import parallel
 from resnet_jax.files import atomic_write_text
 from resnet_jax.study import figures
@@ -70,10 +71,9 @@ def layer_stds(apply_fn: Callable, variables: dict, images: jnp.ndarray) -> list
 
 def run_responses(run_dir: Path) -> dict:
   """{'model', 'step', 'images', 'std'} of the run in `run_dir` at its latest checkpoint."""
-  config = checkpoint.run_config(str(run_dir))  # with the defaults of newer fields
-  setup = loop.build(config, parallel.make_mesh())
-  with checkpoint.Checkpointer(str(run_dir), config.keep_checkpoints,
-                               f'{setup.data.eval_splits[0]}_error', read_only=True) as ckpt:
+  run = config_lib.Run.of(checkpoint.run_config(str(run_dir)))
+  setup = loop.build(run, parallel.make_mesh())
+  with checkpoint.Checkpointer.reader(str(run_dir)) as ckpt:
     step = ckpt.latest_step()
     state, _ = ckpt.restore_step(step, setup.state)
   arrays = setup.data.arrays('test')
@@ -81,7 +81,7 @@ def run_responses(run_dir: Path) -> dict:
   images, _ = setup.data.prepare(arrays, batch, None, False)
   count = min(RESPONSE_IMAGES, int(np.sum(jax.device_get(batch['mask']))))
   variables = {'params': state.params, 'batch_stats': state.batch_stats}
-  return {'model': config.model, 'step': int(step), 'images': count,
+  return {'model': run.model.model, 'step': int(step), 'images': count,
           'std': layer_stds(state.apply_fn, variables, images[:count])}
 
 

@@ -49,7 +49,7 @@ from resnet_jax.study.studies import StudySpec
 from resnet_jax import config as config_lib
 from resnet_jax.config import RESULT_FIELDS
 from resnet_jax.errors import BAD_INPUT_STATUS, RunsFailed, exit_with
-from resnet_jax.files import atomic_write_text
+from resnet_jax.files import atomic_write_text, one_line
 from resnet_jax.provenance import device_info, git_commit, versions
 from resnet_jax.stop import STOP_SIGNALS
 from resnet_jax.train.metrics import METRICS_FILE, read_rows
@@ -219,7 +219,7 @@ def resolve_config(spec: StudySpec, model: str, flags: Sequence[str]) -> ml_coll
   try:
     values(argv)
   except absl_flags.Error as error:
-    raise ValueError(f"{' '.join(str(error).split())}; fix the flag's value") from None
+    raise ValueError(f"{one_line(error)}; fix the flag's value") from None
   config_lib.validate(values.config)
   return values.config
 

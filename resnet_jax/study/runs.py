@@ -79,6 +79,11 @@ class Run:
     values = self.series(key)
     return values[max(values)] if values else math.nan
 
+  @property
+  def finished(self) -> bool:
+    """True when the run's rows end with the 'end' event (metrics.ended)."""
+    return ended(self.rows)
+
   def event(self, name: str) -> dict:
     """The first row of event `name` ({} when there is none)."""
     return next((row for row in self.rows if row.get('event') == name), {})
@@ -152,7 +157,7 @@ def describe(runs: dict[str, list[Run]]) -> str:
                     f"{values('num_train_steps')} iterations", *subsets,
                     f"{seeds} seed{'' if seeds == '1' else 's'}"])
   unfinished = [f'{run.model}/seed{run.seed} at {run.last_step}' for run in found
-                if not run.event('end')]
+                if not run.finished]
   return f"{text}; unfinished: {', '.join(unfinished)}" if unfinished else text
 
 

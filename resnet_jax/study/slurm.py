@@ -20,7 +20,7 @@ import subprocess
 from collections.abc import Sequence
 from pathlib import Path
 
-from resnet_jax.files import atomic_write_text
+from resnet_jax.files import atomic_write_text, one_line
 from resnet_jax.study import status
 from resnet_jax.study.runs import is_finished
 
@@ -56,7 +56,7 @@ def check_cluster(options: SlurmOptions) -> None:
     return
   result = subprocess.run(['sinfo', '--noheader', '--format=%R'], capture_output=True, text=True)
   if result.returncode != 0:
-    raise ValueError(f"--launcher=slurm: sinfo failed: {' '.join(result.stderr.split())}")
+    raise ValueError(f"--launcher=slurm: sinfo failed: {one_line(result.stderr)}")
   partitions = sorted(set(result.stdout.split()))
   if options.partition not in partitions:
     raise ValueError(f'--slurm_partition={options.partition!r}: sinfo lists '
@@ -123,7 +123,7 @@ def _queued(workdir: Path, name: str) -> set[str]:
   result = subprocess.run(['squeue', '--noheader', '--array', '--format=%i', f'--name={name}'],
                           capture_output=True, text=True)
   if result.returncode != 0:
-    raise ValueError(f"--launcher=slurm: squeue failed: {' '.join(result.stderr.split())}")
+    raise ValueError(f"--launcher=slurm: squeue failed: {one_line(result.stderr)}")
   tasks = set(result.stdout.split())
   return {run for run, task in read_submitted(workdir).items() if task in tasks}
 
@@ -145,7 +145,7 @@ def submit(name: str, workdir: Path, jobs: Sequence, repo: Path, env: dict[str, 
   atomic_write_text(script, script_text(name, workdir, todo, repo, env, options))
   result = subprocess.run(['sbatch', '--parsable', str(script)], capture_output=True, text=True)
   if result.returncode != 0:
-    raise ValueError(f"sbatch {script} failed: {' '.join(result.stderr.split())}")
+    raise ValueError(f"sbatch {script} failed: {one_line(result.stderr)}")
   array_id = result.stdout.strip().split(';')[0]
   submitted = {job.name: f'{array_id}_{index}' for index, job in enumerate(todo)}
   atomic_write_text(workdir / SLURM_DIR / JOBS_FILE,

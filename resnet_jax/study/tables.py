@@ -64,7 +64,7 @@ def _is_paper_setting(run: Run) -> bool:
   """True for a finished run with the batch size, iterations and whole data of Table 6
   (PAPER_SETTING), by its settings (runs.read_config)."""
   same = all(run.config.get(name) == value for name, value in PAPER_SETTING.items())
-  return same and bool(run.event('end'))
+  return same and run.finished
 
 
 def summarize(runs: dict[str, list[Run]], paper: Mapping[str, float],

@@ -40,7 +40,7 @@ from resnet_jax.errors import NonFiniteStateError
 from resnet_jax.files import atomic_write_text, one_line
 from resnet_jax.train import metrics as metrics_lib
 from resnet_jax.train import optim
-from resnet_jax.train.state import TrainState, create_train_state
+from resnet_jax.train.state import TrainState, create_train_state, network
 
 CHECKPOINT_DIR = 'checkpoints'
 DAMAGED_DIR = 'damaged_checkpoints'
@@ -91,7 +91,7 @@ def write_config(config, workdir: str) -> None:
 
 
 def run_config(workdir: str):
-  """workdir's config.json as it was saved (with the defaults of fields added since), checked; a
+  """workdir's config.json, with the default of every field it does not name, checked; a
   one-line ValueError when there is none."""
   path = os.path.join(workdir, CONFIG_FILE)
   try:
@@ -107,23 +107,23 @@ def run_config(workdir: str):
   return config
 
 
-def best_metric(config) -> str:
+def best_metric(val_split: int) -> str:
   """The metric a run ranks its checkpoints by: validation error, else test error."""
-  return 'val_error' if config.val_split else 'test_error'
+  return 'val_error' if val_split else 'test_error'
 
 
-def choose_step(workdir: str, config, which: str) -> int:
-  """The step of which='latest', 'best' (lowest best_metric among the kept checkpoints, by the
-  run's metrics.jsonl) or a step number among the checkpoints in workdir; one-line ValueError
-  naming the choices otherwise."""
-  with Checkpointer(workdir, config.keep_checkpoints, best_metric(config), read_only=True) as ckpt:
+def choose_step(workdir: str, which: str, val_split: int) -> int:
+  """The step of which='latest', 'best' (lowest best_metric(val_split) among the kept
+  checkpoints, by the run's metrics.jsonl) or a step number among the checkpoints in workdir;
+  one-line ValueError naming the choices otherwise."""
+  with Checkpointer.reader(workdir) as ckpt:
     kept = ckpt.steps()
   if not kept:
     raise ValueError(f'{workdir} has no checkpoint: train it first (python -m resnet_jax.main)')
   if which == 'latest':
     return kept[-1]
   if which == 'best':
-    metric = best_metric(config)
+    metric = best_metric(val_split)
     errors = {row['step']: row[metric] for row in
               metrics_lib.read_rows(os.path.join(workdir, metrics_lib.METRICS_FILE))
               if metric in row}
@@ -137,12 +137,12 @@ def choose_step(workdir: str, config, which: str) -> int:
   return int(which)
 
 
-def best_else_latest(workdir: str, config) -> int:
+def best_else_latest(workdir: str, val_split: int) -> int:
   """The best checkpoint's step where the run ranked one, else the latest's."""
   try:
-    return choose_step(workdir, config, 'best')
+    return choose_step(workdir, 'best', val_split)
   except ValueError:
-    return choose_step(workdir, config, 'latest')
+    return choose_step(workdir, 'latest', val_split)
 
 
 def with_network(state: TrainState, variables: Mapping) -> TrainState:
@@ -162,21 +162,20 @@ def restore_variables(workdir: str, step: int, mesh) -> dict:
   The whole state is restored (and its checksum checked) into a template built from the run's
   own config.json, with the class count its checkpoint holds; only the network is returned.
   """
-  config = run_config(workdir)
-  with Checkpointer(workdir, config.keep_checkpoints, best_metric(config), read_only=True) as ckpt:
-    template = template_state(config, ckpt.shapes(step)['params/head/kernel'][-1], mesh)
+  run = config_lib.Run.of(run_config(workdir))
+  with Checkpointer.reader(workdir) as ckpt:
+    template = template_state(run, ckpt.shapes(step)['params/head/kernel'][-1], mesh)
     state, _ = ckpt.restore_step(step, template)
   return {'params': state.params, 'batch_stats': state.batch_stats}
 
 
-def template_state(config, classes: int, mesh) -> TrainState:
-  """A fresh train state of config's network (in its layout) with `classes` outputs and its
+def template_state(run: config_lib.Run, classes: int, mesh) -> TrainState:
+  """A fresh train state of run's network (in its layout) with `classes` outputs and its
   optimizer, on mesh: the tree that a checkpoint of that run restores into."""
-  size = models.input_size(config.model)
-  model = models.get_model(config.model, classes, zero_init_residual=config.zero_init_residual,
-                           scan_blocks=config.scan_blocks)
-  return create_train_state(model, optim.create_optimizer(config).tx, (size, size, 3),
-                            config.seed, mesh)
+  size = models.input_size(run.model.model)
+  optimizer = optim.create_optimizer(run.optim, run.loop.num_train_steps)
+  return create_train_state(network(run.model, classes), optimizer.tx, (size, size, 3),
+                            run.loop.seed, mesh)
 
 
 def _reason(error: BaseException, limit: int = 200) -> str:
@@ -264,6 +263,11 @@ class Checkpointer:
         item_handlers={'state': ocp.StandardCheckpointHandler(),
                        'meta': ocp.JsonCheckpointHandler()})
 
+  @classmethod
+  def reader(cls, workdir: str) -> Checkpointer:
+    """A read-only Checkpointer of the run in workdir (its preservation policy never acts)."""
+    return cls(workdir, keep=1, best_metric='test_error', read_only=True)
+
   def __enter__(self) -> Checkpointer:
     return self
 
@@ -338,7 +342,7 @@ class Checkpointer:
     except Exception as error:  # as above
       raise _Damaged(_reason(error)) from None
     state, meta = restored['state'], dict(restored['meta'])
-    meta.pop('layout', None)  # checked above, from the arrays' paths (older steps lack it)
+    meta.pop('layout', None)  # checked above, from the arrays' paths
     saved_checksum = meta.pop('checksum', None)
     if saved_checksum is None:
       raise _Damaged('its meta holds no checksum')

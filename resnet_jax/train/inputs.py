@@ -13,9 +13,9 @@ import numpy as np
 from jax.sharding import Mesh
 
 from resnet_jax import parallel
+from resnet_jax import config as config_lib
 from resnet_jax.data import order, sources
 from resnet_jax.data.augment import augment, given_stats, normalize, pixel_stats
-from resnet_jax.data.names import STREAMING_DATASETS
 from resnet_jax.errors import ConfigError
 from resnet_jax.train import steps
 
@@ -54,12 +54,6 @@ def prepare_in_memory(arrays, batch, rng, train: bool, *, augment_images: bool =
   return images, labels
 
 
-def prepare_streamed(arrays, batch, rng, train: bool):
-  """Streamed batches arrive augmented and normalised: {'image', 'label'[, 'mask']}."""
-  del arrays, rng, train
-  return batch['image'], batch['label']
-
-
 class InMemoryData:
   """Every split on the devices as uint8; batches are index vectors into it.
 
@@ -69,12 +63,13 @@ class InMemoryData:
   (parallel.shard_examples); the steps gather batches by global index either way.
   """
 
-  def __init__(self, dataset: sources.Dataset, config, mesh: Mesh):
-    if len(dataset.train) < config.batch_size:
-      raise ValueError(f'batch_size={config.batch_size} exceeds the {len(dataset.train)} '
+  def __init__(self, dataset: sources.Dataset, data: config_lib.Data, seed: int,
+               steps_per_call: int, mesh: Mesh):
+    if len(dataset.train) < data.batch_size:
+      raise ValueError(f'batch_size={data.batch_size} exceeds the {len(dataset.train)} '
                        'training examples; lower batch_size')
-    mean, std = (given_stats(config) if config.normalization == 'given' else
-                 _pixel_stats(dataset.train, config.normalization))
+    mean, std = (given_stats(data) if data.normalization == 'given' else
+                 _pixel_stats(dataset.train, data.normalization))
     stats = parallel.replicate({'mean': mean, 'std': std}, mesh)
     splits = {'train': dataset.train, 'val': dataset.val, 'test': dataset.test}
     self._splits = {name: split for name, split in splits.items() if split is not None}
@@ -88,10 +83,10 @@ class InMemoryData:
     self.num_classes, self.class_names = dataset.num_classes, tuple(dataset.class_names)
     self.image_shape = tuple(dataset.train.images.shape[1:])
     self.eval_splits = ('val', 'test') if dataset.val is not None else ('test',)
-    self.prepare = functools.partial(prepare_in_memory, augment_images=config.augment)
-    self._seed, self._batch_size = config.seed, config.batch_size
-    self._eval_batch_size, self._steps_per_call = config.eval_batch_size, config.steps_per_call
-    self._train_sharding = parallel.batch_sharding(mesh, config.steps_per_call > 1)
+    self.prepare = functools.partial(prepare_in_memory, augment_images=data.augment)
+    self._seed, self._batch_size = seed, data.batch_size
+    self._eval_batch_size, self._steps_per_call = data.eval_batch_size, steps_per_call
+    self._train_sharding = parallel.batch_sharding(mesh, steps_per_call > 1)
     self._eval_sharding = parallel.batch_sharding(mesh)
 
   def arrays(self, split: str):
@@ -109,6 +104,12 @@ class InMemoryData:
       yield parallel.shard_global_batch({'index': index, 'mask': mask}, self._eval_sharding)
 
 
+def prepare_streamed(arrays, batch, rng, train: bool):
+  """Streamed batches arrive augmented and normalised: {'image', 'label'[, 'mask']}."""
+  del arrays, rng, train
+  return batch['image'], batch['label']
+
+
 class StreamedData:
   """A streaming pipeline (resnet_jax.data.streaming) behind the loop's seam.
 
@@ -117,14 +118,14 @@ class StreamedData:
   on a leading axis for the fused multi-step call.
   """
 
-  def __init__(self, stream, config, mesh: Mesh):
+  def __init__(self, stream, steps_per_call: int, mesh: Mesh):
     self._stream = stream
     self.num_classes, self.class_names = stream.num_classes, tuple(stream.class_names)
     self.image_shape = (stream.image_size, stream.image_size, 3)
     self.eval_splits = tuple(stream.eval_splits)
     self.prepare = prepare_streamed
-    self._steps_per_call = config.steps_per_call
-    self._train_sharding = parallel.batch_sharding(mesh, config.steps_per_call > 1)
+    self._steps_per_call = steps_per_call
+    self._train_sharding = parallel.batch_sharding(mesh, steps_per_call > 1)
     self._eval_sharding = parallel.batch_sharding(mesh)
     self._batches, self._next_step = iter(()), None
 
@@ -169,15 +170,16 @@ def _pixel_stats(train: sources.Split, mode: str) -> tuple[np.ndarray, np.ndarra
   return global_mean.astype(np.float32), global_std.astype(np.float32)
 
 
-def load_data(config, mesh: Mesh) -> Data:
-  """The data object for config.dataset; data errors become ConfigError (nothing written yet).
+def load_data(run: config_lib.Run, mesh: Mesh) -> Data:
+  """The data object of run.data and run.pipeline (seeded with run.loop.seed, in batches of
+  run.loop.steps_per_call steps); data errors become ConfigError (nothing written yet).
 
   With several processes each loads its own rows of in-memory data, and all of them
   fail together when one does (so none waits for the others forever).
   """
   error = None
   try:
-    data = _load_data(config, mesh)
+    data = _load_data(run, mesh)
   except ValueError as caught:
     error = caught
   failed = parallel.process_allgather(np.int32(error is not None))
@@ -189,9 +191,12 @@ def load_data(config, mesh: Mesh) -> Data:
   return data
 
 
-def _load_data(config, mesh: Mesh) -> Data:
-  if config.dataset in STREAMING_DATASETS:
+def _load_data(run: config_lib.Run, mesh: Mesh) -> Data:
+  seed, steps_per_call = run.loop.seed, run.loop.steps_per_call
+  if isinstance(run.pipeline, config_lib.Streaming):
     from resnet_jax.data import streaming  # pylint: disable=import-outside-toplevel
-    return StreamedData(streaming.load_streaming(config), config, mesh)
+    stream = streaming.load_streaming(run.data, run.pipeline, seed, run.model.half_precision)
+    return StreamedData(stream, steps_per_call, mesh)
   rows = None if jax.process_count() == 1 else functools.partial(parallel.process_rows, mesh=mesh)
-  return InMemoryData(sources.load_dataset(config, rows), config, mesh)
+  return InMemoryData(sources.load_dataset(run.data, run.pipeline, rows), run.data, seed,
+                      steps_per_call, mesh)

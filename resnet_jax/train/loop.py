@@ -32,7 +32,6 @@ import time
 from collections.abc import Callable
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 from flax.traverse_util import flatten_dict
 from jax.sharding import Mesh
@@ -48,18 +47,21 @@ from resnet_jax.train import state as state_lib
 
 
 
-def validate_config(config, workdir: str) -> None:
-  """Every check that needs no data: one ConfigError naming the problem and the fix."""
+def validate_config(config, workdir: str) -> config_lib.Run:
+  """Every check that needs no data: one ConfigError naming the problem and the fix. Returns
+  the config's sections."""
   try:
     config_lib.validate(config)
-    parallel.check_divisible('batch_size', config.batch_size)
-    parallel.check_divisible('eval_batch_size', config.eval_batch_size)
-    models.get_model(config.model)
-    optim.create_optimizer(config)
+    run = config_lib.Run.of(config)
+    parallel.check_divisible('batch_size', run.data.batch_size)
+    parallel.check_divisible('eval_batch_size', run.data.eval_batch_size)
+    models.get_model(run.model.model)
+    optim.create_optimizer(run.optim, run.loop.num_train_steps)
     checkpoint.check_workdir(config, workdir)
-    _check_init_from(config.init_from)
+    _check_init_from(run.model.init_from)
   except ValueError as error:
     raise ConfigError(str(error)) from None
+  return run
 
 
 def _check_init_from(source: str) -> None:
@@ -75,23 +77,21 @@ def _check_init_from(source: str) -> None:
                      f'{checkpoint.CONFIG_FILE}')
 
 
-def initialize_from(config, state: state_lib.TrainState, num_classes: int,
+def initialize_from(source: str, model: str, state: state_lib.TrainState, num_classes: int,
                     mesh: Mesh) -> state_lib.TrainState:
-  """`state` with params and batch_stats from config.init_from (a PyTorch file, or a run's best,
-  else latest, checkpoint); optimizer state and step stay fresh. A ConfigError names the first
-  missing or mis-shaped tensor when the source does not fit config.model."""
-  source = config.init_from
+  """`state` with params and batch_stats from `source` (init_from: a PyTorch file, or a run's
+  best, else latest, checkpoint); optimizer state and step stay fresh. A ConfigError names the
+  first missing or mis-shaped tensor when the source does not fit `model`."""
   try:
     if torch_files.is_torch_file(source):
-      variables = pytorch.from_torch(torch_files.load_state_dict(source), config.model,
-                                     num_classes)
+      variables = pytorch.from_torch(torch_files.load_state_dict(source), model, num_classes)
     else:
-      step = checkpoint.best_else_latest(source, checkpoint.run_config(source))
+      step = checkpoint.best_else_latest(source, checkpoint.run_config(source).val_split)
       variables = checkpoint.restore_variables(source, step, mesh)
     ours = {'params': state.params, 'batch_stats': state.batch_stats}
     expected = {k: tuple(v.shape) for k, v in flatten_dict(ours, sep='/').items()}
     pytorch.check_tensors(flatten_dict(variables, sep='/'), expected, set(), source,
-                          f'{config.model} with {num_classes} classes')
+                          f'{model} with {num_classes} classes')
   except ValueError as error:
     raise ConfigError(f'init_from={source}: {error}') from None
   return checkpoint.with_network(state, variables)
@@ -199,21 +199,18 @@ class Setup:
   eval_step: Callable
 
 
-def build(config, mesh: Mesh) -> Setup:
-  """The Setup of `config` on `mesh`, as train_and_evaluate trains it (and the benchmarks time
-  it): the model in config's precision, the optimizer and schedule, the jitted steps with the
+def build(run: config_lib.Run, mesh: Mesh) -> Setup:
+  """The Setup of `run` on `mesh`, as train_and_evaluate trains it (and the benchmarks time
+  it): the network in run's precision, the optimizer and schedule, the jitted steps with the
   data arrays' shardings."""
-  data = load_data(config, mesh)
-  dtype = jnp.bfloat16 if config.half_precision else jnp.float32
-  model = models.get_model(config.model, data.num_classes, dtype=dtype,
-                           zero_init_residual=config.zero_init_residual,
-                           scan_blocks=config.scan_blocks, remat_blocks=config.remat_blocks)
-  optimizer = optim.create_optimizer(config)
-  state = state_lib.create_train_state(model, optimizer.tx, data.image_shape, config.seed, mesh)
+  data = load_data(run, mesh)
+  optimizer = optim.create_optimizer(run.optim, run.loop.num_train_steps)
+  state = state_lib.create_train_state(state_lib.network(run.model, data.num_classes),
+                                       optimizer.tx, data.image_shape, run.loop.seed, mesh)
   train_step = steps.compile_train_step(
-      mesh, prepare=data.prepare, learning_rate=optimizer.learning_rate, seed=config.seed,
-      label_smoothing=config.label_smoothing, log_grad_norms=config.log_grad_norms,
-      steps_per_call=config.steps_per_call, arrays_sharding=_sharding_of(data.arrays('train')))
+      mesh, prepare=data.prepare, learning_rate=optimizer.learning_rate, seed=run.loop.seed,
+      label_smoothing=run.optim.label_smoothing, log_grad_norms=run.loop.log_grad_norms,
+      steps_per_call=run.loop.steps_per_call, arrays_sharding=_sharding_of(data.arrays('train')))
   eval_step = steps.compile_eval_step(
       mesh, prepare=data.prepare, top5=data.num_classes >= 100,
       arrays_sharding=_sharding_of(data.arrays(data.eval_splits[0])))
@@ -227,56 +224,52 @@ def train_and_evaluate(config, workdir: str) -> dict:
   resumes from the latest intact checkpoint there if there is one. Raises
   ConfigError (nothing written), TrainingDiverged or Preempted.
   """
-  validate_config(config, workdir)
+  run = validate_config(config, workdir)
   mesh = parallel.make_mesh()
-  setup = build(config, mesh)
+  setup = build(run, mesh)
   lead = jax.process_index() == 0
-  with checkpoint.Checkpointer(workdir, config.keep_checkpoints,
-                               _best_metric(setup.data)) as ckpt:
+  with checkpoint.Checkpointer(workdir, run.loop.keep_checkpoints,
+                               checkpoint.best_metric(run.data.val_split)) as ckpt:
     try:
       restored = ckpt.restore(setup.state)
     except ValueError as error:
       raise ConfigError(str(error)) from None
     state = setup.state
-    if restored is None and config.init_from:
-      state = initialize_from(config, state, setup.data.num_classes, mesh)
+    if restored is None and run.model.init_from:
+      state = initialize_from(run.model.init_from, run.model.model, state,
+                              setup.data.num_classes, mesh)
     if lead:
       os.makedirs(workdir, exist_ok=True)
       checkpoint.write_config(config, workdir)
     with metrics.MetricsWriter(workdir, enabled=lead) as writer:
-      state, wall_time, rows, interval = _start_or_resume(config, state, restored, writer)
-      if _finished(rows, int(state.step), config.num_train_steps):
+      state, wall_time, rows, interval = _start_or_resume(run, state, restored, writer)
+      if _finished(rows, int(state.step), run.loop.num_train_steps):
         return _summary(rows)
-      trainer = _Trainer(config, setup, mesh, ckpt, writer, _Clock(wall_time), _summary(rows))
+      trainer = _Trainer(run, setup, mesh, ckpt, writer, _Clock(wall_time), _summary(rows))
       with _StopSignals() as stop:
         return trainer.run(state, _interval_from_json(interval, mesh), stop)
 
 
-def _best_metric(data) -> str:
-  """Checkpoints are ranked by validation error, or test error without a validation split."""
-  return f'{data.eval_splits[0]}_error'
-
-
-def _start_or_resume(config, state, restored, writer) -> tuple:
+def _start_or_resume(run: config_lib.Run, state, restored, writer) -> tuple:
   """(state, wall time, rows, saved interval sums) of the restored checkpoint or a fresh start.
 
   On resume metrics.jsonl is cut back to the checkpoint's step.
   """
-  run = {'devices': jax.device_count(), 'process_count': jax.process_count()}
+  devices = {'devices': jax.device_count(), 'process_count': jax.process_count()}
   if restored is None:
-    row = {'event': 'start', 'step': 0, 'wall_time': 0.0, 'model': config.model,
-           'params': state_lib.param_count(state), 'dataset': config.dataset, **run,
-           'batch_size': config.batch_size, 'num_train_steps': config.num_train_steps,
-           'train_subset': config.get('train_subset', 0),
-           'test_subset': config.get('test_subset', 0)}
+    row = {'event': 'start', 'step': 0, 'wall_time': 0.0, 'model': run.model.model,
+           'params': state_lib.param_count(state), 'dataset': run.data.dataset, **devices,
+           'batch_size': run.data.batch_size, 'num_train_steps': run.loop.num_train_steps,
+           'train_subset': getattr(run.pipeline, 'train_subset', 0),
+           'test_subset': getattr(run.pipeline, 'test_subset', 0)}
     writer.start(row)
     return state, 0.0, [row], None
   state, meta = restored
   step, wall_time = int(state.step), meta['wall_time']
   rows = metrics.read_rows(writer.path)
-  if _finished(rows, step, config.num_train_steps):
+  if _finished(rows, step, run.loop.num_train_steps):
     return state, wall_time, rows, None
-  resume = {'event': 'resume', 'step': step, 'wall_time': wall_time, **run}
+  resume = {'event': 'resume', 'step': step, 'wall_time': wall_time, **devices}
   return state, wall_time, writer.resume(step, resume) + [resume], meta.get('interval')
 
 
@@ -301,9 +294,12 @@ def _sharding_of(arrays):
 class _Trainer:
   """Steps to num_train_steps; logs, evaluates and checkpoints on their intervals and at the end."""
 
-  def __init__(self, config, setup: Setup, mesh: Mesh, ckpt: checkpoint.Checkpointer,
-               writer: metrics.MetricsWriter, clock: _Clock, latest: dict):
-    self.config, self.data, self.ckpt, self.writer = config, setup.data, ckpt, writer
+  def __init__(self, run: config_lib.Run, setup: Setup, mesh: Mesh,
+               ckpt: checkpoint.Checkpointer, writer: metrics.MetricsWriter, clock: _Clock,
+               latest: dict):
+    self.loop, self.data, self.ckpt, self.writer = run.loop, setup.data, ckpt, writer
+    self.batch_size, self.learning_rate = run.data.batch_size, run.optim.learning_rate
+    self.best = checkpoint.best_metric(run.data.val_split)
     self.clock, self.latest, self.optimizer = clock, latest, setup.optimizer
     self.train_step, self.eval_step = setup.train_step, setup.eval_step
     self.observe = jax.jit(setup.optimizer.observe, out_shardings=parallel.replicated(mesh))
@@ -320,7 +316,7 @@ class _Trainer:
     kept = ('no checkpoint was saved before' if last is None else
             f'the last good checkpoint, {self.ckpt.directory}/{last}, is left as it is')
     return TrainingDiverged(f'training diverged at step {step}: {what}; {kept}; lower '
-                            f'learning_rate (now {self.config.learning_rate}) or change the '
+                            f'learning_rate (now {self.learning_rate}) or change the '
                             'recipe before running again')
 
   def save(self, step: int, state, evaluated: dict | None, interval: steps.Metrics | None):
@@ -331,7 +327,7 @@ class _Trainer:
       loss = meta['interval']['loss'][0]
       if not math.isfinite(loss):
         raise self.diverged(step, f'the train loss summed since the last log row is {loss}')
-    best = _best_metric(self.data)
+    best = self.best
     try:
       self.ckpt.save(step, state, meta, {best: evaluated[best]} if evaluated else None)
     except NonFiniteStateError as error:
@@ -343,7 +339,7 @@ class _Trainer:
     row = train_row(total)  # waits for the interval's last step, so the time below is real
     images_per_sec = images / (time.perf_counter() - since)
     if not math.isfinite(row['train_loss']):
-      first = step - (step - 1) % self.config.log_every_steps
+      first = step - (step - 1) % self.loop.log_every_steps
       raise self.diverged(step, f"the mean train loss of steps {first}-{step} is "
                                 f"{row['train_loss']}")
     self.record(step, {**row, 'images_per_sec': images_per_sec})
@@ -363,29 +359,29 @@ class _Trainer:
   def run(self, state: state_lib.TrainState, total: steps.Metrics | None,
           stop: _StopSignals) -> dict:
     """Trains from state.step, adding to `total` (a restored partial interval, or None)."""
-    config, data = self.config, self.data
+    loop, data = self.loop, self.data
     step = int(state.step)
-    progress = metrics.Progress(config.num_train_steps, step, enabled=self.writer.enabled)
+    progress = metrics.Progress(loop.num_train_steps, step, enabled=self.writer.enabled)
     train_call, clock_step, clock_start = None, step, 0.0
     try:
-      while step < config.num_train_steps:
+      while step < loop.num_train_steps:
         batch = data.train_batch(step)
         if train_call is None:  # compiled ahead, so images_per_sec leaves compilation out
           train_call = self.train_step.lower(state, data.arrays('train'), batch).compile()
           clock_start = time.perf_counter()
         state, new = train_call(state, data.arrays('train'), batch)
         total = new if total is None else steps.accumulate(total, new)
-        step += config.steps_per_call
-        progress.update(config.steps_per_call, self.latest)
-        last = step == config.num_train_steps
-        logged = step % config.log_every_steps == 0 or last
+        step += loop.steps_per_call
+        progress.update(loop.steps_per_call, self.latest)
+        last = step == loop.num_train_steps
+        logged = step % loop.log_every_steps == 0 or last
         if logged:
-          self.log(step, total, (step - clock_step) * config.batch_size, clock_start)
+          self.log(step, total, (step - clock_step) * self.batch_size, clock_start)
           total = None
         evaluated = None
-        if step % config.eval_every_steps == 0 or last:
+        if step % loop.eval_every_steps == 0 or last:
           state, evaluated = self.evaluate_and_observe(step, state)
-        if step % config.checkpoint_every_steps == 0 or last:
+        if step % loop.checkpoint_every_steps == 0 or last:
           self.save(step, state, evaluated, total)
         signum = stop.requested(logged)
         if signum and not last:
@@ -404,6 +400,6 @@ class _Trainer:
       self.save(step, state, None, total)
     self.ckpt.wait()
     name = signal.Signals(signum).name
-    raise Preempted(f'stopped by {name} at step {step} of {self.config.num_train_steps} after '
+    raise Preempted(f'stopped by {name} at step {step} of {self.loop.num_train_steps} after '
                     f'saving checkpoint {self.ckpt.directory}/{step}; run the same command to '
                     'resume', signum)

@@ -29,6 +29,8 @@ import jax.numpy as jnp
 import optax
 from optax.contrib import ReduceLROnPlateauState, reduce_on_plateau
 
+from resnet_jax.config import Optim
+
 OPTIMIZERS = ('sgd', 'adam')
 SCHEDULES = ('piecewise', 'cosine', 'plateau', 'constant')
 
@@ -102,34 +104,35 @@ def _per_boundary(decay_factors: float | Sequence[float], boundaries: Sequence[i
   return [float(f) for f in decay_factors]
 
 
-def learning_rate_schedule(config) -> optax.Schedule:
-  """The base schedule named by config.schedule (rates per update step)."""
-  if config.schedule not in SCHEDULES:
-    raise ValueError(f'schedule={config.schedule!r} is unknown; choose one of {SCHEDULES}')
-  if config.schedule == 'cosine':
+def learning_rate_schedule(optim: Optim, num_train_steps: int) -> optax.Schedule:
+  """The base schedule named by optim.schedule (rates per update step); 'cosine' decays to 0 at
+  num_train_steps."""
+  if optim.schedule not in SCHEDULES:
+    raise ValueError(f'schedule={optim.schedule!r} is unknown; choose one of {SCHEDULES}')
+  if optim.schedule == 'cosine':
     return optax.warmup_cosine_decay_schedule(
-        init_value=config.warmup_learning_rate, peak_value=config.learning_rate,
-        warmup_steps=config.warmup_steps, decay_steps=config.num_train_steps)
-  boundaries = () if config.schedule == 'constant' else tuple(config.lr_boundaries)
+        init_value=optim.warmup_learning_rate, peak_value=optim.learning_rate,
+        warmup_steps=optim.warmup_steps, decay_steps=num_train_steps)
+  boundaries = () if optim.schedule == 'constant' else tuple(optim.lr_boundaries)
   return piecewise_schedule(
-      config.learning_rate, boundaries, config.lr_decay_factor,
-      config.warmup_steps, config.warmup_learning_rate)
+      optim.learning_rate, boundaries, optim.lr_decay_factor,
+      optim.warmup_steps, optim.warmup_learning_rate)
 
 
-def plateau_transform(config) -> optax.GradientTransformationExtraArgs:
+def plateau_transform(optim: Optim) -> optax.GradientTransformationExtraArgs:
   """Keras ReduceLROnPlateau semantics: absolute min_delta, patience in evaluations."""
-  if not (0 < config.plateau_factor < 1 and config.plateau_min_delta > 0
-          and config.plateau_patience >= 1 and config.plateau_cooldown >= 0
-          and config.plateau_min_lr >= 0):
+  if not (0 < optim.plateau_factor < 1 and optim.plateau_min_delta > 0
+          and optim.plateau_patience >= 1 and optim.plateau_cooldown >= 0
+          and optim.plateau_min_lr >= 0):
     raise ValueError(
-        f'plateau_factor={config.plateau_factor} must be in (0, 1), plateau_min_delta='
-        f'{config.plateau_min_delta} > 0, plateau_patience={config.plateau_patience} >= 1, '
-        f'plateau_cooldown={config.plateau_cooldown} >= 0, plateau_min_lr='
-        f'{config.plateau_min_lr} >= 0')
+        f'plateau_factor={optim.plateau_factor} must be in (0, 1), plateau_min_delta='
+        f'{optim.plateau_min_delta} > 0, plateau_patience={optim.plateau_patience} >= 1, '
+        f'plateau_cooldown={optim.plateau_cooldown} >= 0, plateau_min_lr='
+        f'{optim.plateau_min_lr} >= 0')
   return reduce_on_plateau(
-      factor=config.plateau_factor, patience=config.plateau_patience, rtol=0.0,
-      atol=config.plateau_min_delta, cooldown=config.plateau_cooldown,
-      min_scale=config.plateau_min_lr / config.learning_rate)
+      factor=optim.plateau_factor, patience=optim.plateau_patience, rtol=0.0,
+      atol=optim.plateau_min_delta, cooldown=optim.plateau_cooldown,
+      min_scale=optim.plateau_min_lr / optim.learning_rate)
 
 
 def scale_by_plateau(
@@ -141,18 +144,18 @@ def scale_by_plateau(
   return optax.GradientTransformation(plateau.init, update)
 
 
-def create_optimizer(config) -> Optimizer:
+def create_optimizer(optim: Optim, num_train_steps: int) -> Optimizer:
   """SGD with momentum (optionally Nesterov) or Adam, with the L2 term and the schedule."""
-  schedule = learning_rate_schedule(config)
-  if config.optimizer == 'sgd':
-    direction = optax.trace(decay=config.momentum, nesterov=config.nesterov)
-  elif config.optimizer == 'adam':
+  schedule = learning_rate_schedule(optim, num_train_steps)
+  if optim.optimizer == 'sgd':
+    direction = optax.trace(decay=optim.momentum, nesterov=optim.nesterov)
+  elif optim.optimizer == 'adam':
     direction = optax.scale_by_adam()
   else:
-    raise ValueError(f'optimizer={config.optimizer!r} is unknown; choose one of {OPTIMIZERS}')
-  chain = [optax.add_decayed_weights(config.weight_decay), direction,
+    raise ValueError(f'optimizer={optim.optimizer!r} is unknown; choose one of {OPTIMIZERS}')
+  chain = [optax.add_decayed_weights(optim.weight_decay), direction,
            optax.scale_by_learning_rate(schedule)]
-  plateau = plateau_transform(config) if config.schedule == 'plateau' else None
+  plateau = plateau_transform(optim) if optim.schedule == 'plateau' else None
   if plateau is not None:
     chain.append(scale_by_plateau(plateau))
   return Optimizer(tx=optax.chain(*chain), schedule=schedule, plateau=plateau)

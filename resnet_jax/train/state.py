@@ -11,13 +11,22 @@ import optax
 from flax.training import train_state
 from jax.sharding import Mesh
 
-from resnet_jax import parallel
+from resnet_jax import config as config_lib
+from resnet_jax import models, parallel
 
 
 class TrainState(train_state.TrainState):
   """flax's TrainState plus the 'batch_stats' collection (running BN statistics)."""
 
   batch_stats: Any
+
+
+def network(model: config_lib.Model, num_classes: int) -> nn.Module:
+  """The network of a Model section with `num_classes` outputs."""
+  return models.get_model(model.model, num_classes,
+                          dtype=jnp.bfloat16 if model.half_precision else jnp.float32,
+                          zero_init_residual=model.zero_init_residual,
+                          scan_blocks=model.scan_blocks, remat_blocks=model.remat_blocks)
 
 
 def init_key(seed: int) -> jax.Array:

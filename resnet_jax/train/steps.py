@@ -11,7 +11,8 @@ value (learning rate, gradient norms). The loop reads them once per log interval
 
 Without the loop (e.g. a benchmark on synthetic batches):
     mesh = parallel.make_mesh()
-    optimizer = optim.create_optimizer(config)
+    optimizer = optim.create_optimizer(config.Optim(optimizer='sgd', learning_rate=0.1,
+                                                    weight_decay=1e-4, schedule='constant'), 100)
     state = create_train_state(get_model('resnet20'), optimizer.tx, (32, 32, 3), 0, mesh)
     step = compile_train_step(mesh, prepare=inputs.prepare_streamed,
                               learning_rate=optimizer.learning_rate, seed=0)

@@ -20,8 +20,9 @@ from benchmarks import torch_peer
 from configs import cifar10
 from resnet_jax import models, parallel
 from resnet_jax.interop import pytorch as interop
-from resnet_jax.train import inputs, optim, steps
+from resnet_jax.train import inputs, steps
 from resnet_jax.train import state as state_lib
+from tests.tiny import optimizer_of
 
 RTOL = 1e-5
 # PyTorch's float32 CPU gradients of this batch are ~1e-3 (relative) off the float64 ones (ours
@@ -78,7 +79,7 @@ def test_same_loss_before_and_after_one_train_step():
   config = cifar10.get_config(name)
   config.weight_decay = 0.05  # large, so that the L2 term shows in the update
   mesh = parallel.make_mesh()
-  optimizer = optim.create_optimizer(config)
+  optimizer = optimizer_of(config)
   model = models.get_model(name)
   state = state_lib.create_train_state(model, optimizer.tx, (32, 32, 3), config.seed, mesh)
   rng = np.random.default_rng(3)

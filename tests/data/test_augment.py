@@ -2,10 +2,10 @@
 
 import jax
 import jax.numpy as jnp
-import ml_collections
 import numpy as np
 import pytest
 
+from resnet_jax.config import Data
 from resnet_jax.data import augment as augment_lib
 from resnet_jax.data.augment import PAD, augment, given_stats, normalize, pixel_stats
 
@@ -108,9 +108,9 @@ def test_pixel_stats_bad_input_raises_one_line_error(images, mode):
 
 
 def test_given_stats_normalise_with_the_configs_mean_and_std():
-  config = ml_collections.ConfigDict({'normalization_mean': (0.5, 0.25, 0.0),
-                                      'normalization_std': (0.5, 0.25, 1.0)})
-  mean, std = given_stats(config)
+  data = Data(dataset='synthetic', batch_size=8, eval_batch_size=8,
+              normalization_mean=(0.5, 0.25, 0.0), normalization_std=(0.5, 0.25, 1.0))
+  mean, std = given_stats(data)
   assert mean.dtype == std.dtype == np.float32
   white = normalize(np.full((1, 1, 1, 3), 255.0, np.float32), mean, std)
   np.testing.assert_allclose(np.asarray(white).ravel(), [1.0, 3.0, 1.0])

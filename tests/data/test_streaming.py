@@ -21,7 +21,7 @@ import tensorflow_datasets as tfds
 from PIL import Image
 
 from configs import imagenet, imagenet_v1_5
-from resnet_jax.config import IMAGENET_MEAN, IMAGENET_STD
+from resnet_jax.config import IMAGENET_MEAN, IMAGENET_STD, Data, Run, section
 from resnet_jax.data import augment, streaming
 
 CROP = 32  # image_size in tests; sources are 64-96 px, scale_range (36, 64), eval resize 36
@@ -62,9 +62,16 @@ def make_config(**overrides):
   return config
 
 
+def load(config, process_index: int = 0, process_count: int = 1) -> streaming.StreamingData:
+  """The streaming source of a flat config's sections, as the loop loads it."""
+  run = Run.of(config)
+  return streaming.load_streaming(run.data, run.pipeline, run.loop.seed,
+                                  run.model.half_precision, process_index, process_count)
+
+
 def pixels(batch: dict, config) -> np.ndarray:
   """Undoes the normalisation: RGB in [0, 255] as float64."""
-  mean, std = streaming.stream_stats(config)
+  mean, std = streaming.stream_stats(section(config, Data))
   return (np.asarray(batch['image'], np.float64) * std + mean) * 255
 
 
@@ -128,7 +135,7 @@ def take(iterator, count: int) -> list[dict]:
 def test_folder_batches_have_shapes_dtypes_labels_and_ranges(folder, half_precision, normalization):
   config = make_config(dataset='image_folder_stream', data_dir=folder,
                        half_precision=half_precision, normalization=normalization)
-  data = streaming.load_streaming(config, 0, 1)
+  data = load(config, 0, 1)
   assert (data.num_classes, data.class_names) == (3, CLASSES)
   assert (data.num_train_examples, data.steps_per_epoch, data.image_size) == (9, 2, CROP)
   assert data.eval_splits == ('test',)
@@ -148,7 +155,7 @@ def test_folder_batches_have_shapes_dtypes_labels_and_ranges(folder, half_precis
 
 def test_paper_scale_augmentation_crops_squares_inside_the_image(folder):
   config = make_config(dataset='image_folder_stream', data_dir=folder, augmentation='paper')
-  batches = take(streaming.load_streaming(config, 0, 1).train_iter(0), 10)
+  batches = take(load(config, 0, 1).train_iter(0), 10)
   images = np.concatenate([pixels(b, config) for b in batches])
   flips = set()
   for image, code in zip(images, codes(images)):
@@ -164,7 +171,7 @@ def test_paper_scale_augmentation_crops_squares_inside_the_image(folder):
 
 def test_inception_crops_cover_8_to_100_percent_with_bounded_aspect(folder):
   config = make_config(dataset='image_folder_stream', data_dir=folder, augmentation='inception')
-  batches = take(streaming.load_streaming(config, 0, 1).train_iter(0), 10)
+  batches = take(load(config, 0, 1).train_iter(0), 10)
   images = np.concatenate([pixels(b, config) for b in batches])
   areas = []
   for image, code in zip(images, codes(images)):
@@ -179,7 +186,7 @@ def test_inception_crops_cover_8_to_100_percent_with_bounded_aspect(folder):
 
 def test_eval_is_the_centre_crop_of_the_resized_image(folder):
   config = make_config(dataset='image_folder_stream', data_dir=folder)
-  batches = list(streaming.load_streaming(config, 0, 1).eval_iter('test'))
+  batches = list(load(config, 0, 1).eval_iter('test'))
   images = np.concatenate([pixels(b, config)[b['mask']] for b in batches])
   assert sorted(codes(images)) == list(range(9, 14))
   output = np.arange(CROP) + 0.5
@@ -196,7 +203,7 @@ def test_eval_is_the_centre_crop_of_the_resized_image(folder):
 
 def test_process_shards_are_disjoint_and_eval_covers_every_example_once(folder):
   config = make_config(dataset='image_folder_stream', data_dir=folder)
-  shards = [streaming.load_streaming(config, index, 2) for index in range(2)]
+  shards = [load(config, index, 2) for index in range(2)]
   train = [sorted(code for b in take(data.train_iter(0), data.steps_per_epoch)
                   for code in codes(pixels(b, config))) for data in shards]
   assert [len(codes_) for codes_ in train] == [4, 4]  # 9 examples: the remainder is dropped
@@ -214,7 +221,7 @@ def test_process_shards_are_disjoint_and_eval_covers_every_example_once(folder):
 
 def test_resuming_at_a_step_yields_the_batches_of_an_uninterrupted_run(folder):
   config = make_config(dataset='image_folder_stream', data_dir=folder, pca_lighting_std=0.1)
-  data = streaming.load_streaming(config, 0, 1)
+  data = load(config, 0, 1)
   uninterrupted = take(data.train_iter(0), 5)  # epochs of 2 steps: 0-1, 2-3, 4
   for start in (1, 3):
     for a, b in zip(uninterrupted[start:], take(data.train_iter(start), 5 - start)):
@@ -245,7 +252,6 @@ def test_pca_lighting_adds_principal_components_scaled_by_eigenvalue_times_gauss
     (dict(scale_range=(16, 64)), 'scale_range'),
     (dict(eval_resize_size=16), 'eval_resize_size'),
     (dict(val_split=100), 'val_split'),
-    (dict(test_subset=100), 'test_subset is not supported by streaming sources; set it to 0'),
     (dict(dataset='cifar10'), 'not a streaming source'),
     (dict(data_dir='/nonexistent'), '/nonexistent/train is not a directory'),
 ])
@@ -253,7 +259,7 @@ def test_bad_config_raises_one_line(folder, overrides, message):
   config = make_config(dataset='image_folder_stream', data_dir=folder)
   config.update(overrides)
   with pytest.raises(ValueError, match=message) as error:
-    streaming.load_streaming(config, 0, 2)
+    load(config, 0, 2)
   assert '\n' not in str(error.value)
 
 
@@ -268,13 +274,12 @@ def test_bad_folder_layout_raises_one_line(tmp_path, layout, message):
     (tmp_path / name).write_bytes(jpeg_bytes(coordinate_image(8, 8, 0)))
   config = make_config(dataset='image_folder_stream', data_dir=str(tmp_path))
   with pytest.raises(ValueError, match=re.escape(message)) as error:
-    streaming.load_streaming(config, 0, 1)
+    load(config, 0, 1)
   assert '\n' not in str(error.value)
 
 
 def test_bad_iterator_arguments_raise(folder):
-  data = streaming.load_streaming(
-      make_config(dataset='image_folder_stream', data_dir=folder), 0, 1)
+  data = load(make_config(dataset='image_folder_stream', data_dir=folder))
   with pytest.raises(ValueError, match='start_step'):
     data.train_iter(-1)
   with pytest.raises(ValueError, match="unknown eval split 'val'"):
@@ -302,7 +307,7 @@ def test_tfds_mock_imagenette_batches_and_masks(tmp_path, half_precision):
                        augmentation='inception')
   with tfds.testing.mock_data(num_examples=6, policy=tfds.testing.MockPolicy.USE_FILES,
                               data_dir=str(tmp_path)):
-    data = streaming.load_streaming(config, 0, 1)
+    data = load(config, 0, 1)
     train = take(data.train_iter(0), 2)
     evals = list(data.eval_iter('test'))
   assert (data.num_classes, data.num_train_examples, data.steps_per_epoch) == (10, 6, 1)
@@ -348,10 +353,10 @@ def manual_download(tmp_path):
 
 def test_imagenet2012_from_the_manual_download_shards_per_process(manual_download):
   config = make_config(dataset='imagenet2012', data_dir=str(manual_download))
-  first = streaming.load_streaming(config, 0, 1)  # prepares imagenet2012 from the tar files
+  first = load(config, 0, 1)  # prepares imagenet2012 from the tar files
   assert (first.num_classes, first.num_train_examples) == (1000, 9)
   assert first.class_names[:2] == SYNSETS
-  shards = [streaming.load_streaming(config, index, 2) for index in range(2)]
+  shards = [load(config, index, 2) for index in range(2)]
   train = [[(code, label) for b in take(data.train_iter(0), data.steps_per_epoch)
             for code, label in zip(codes(pixels(b, config)), b['label'].tolist())]
            for data in shards]
@@ -368,7 +373,7 @@ def test_missing_manual_download_names_the_files_and_folder(tmp_path):
   config = make_config(dataset='imagenet2012', data_dir=str(tmp_path))
   manual_dir = os.path.join(tmp_path, 'downloads', 'manual')
   with pytest.raises(ValueError) as error:
-    streaming.load_streaming(config, 0, 1)
+    load(config, 0, 1)
   message = str(error.value)
   assert 'ILSVRC2012_img_train.tar' in message and 'ILSVRC2012_img_val.tar' in message
   assert manual_dir in message and '\n' not in message
@@ -378,7 +383,7 @@ def test_missing_manual_download_names_the_files_and_folder(tmp_path):
 def test_unprepared_imagenet2012_in_a_multi_process_run_asks_for_one_preparation(manual_download):
   config = make_config(dataset='imagenet2012', data_dir=str(manual_download))
   with pytest.raises(ValueError, match='prepare it once with a single process'):
-    streaming.load_streaming(config, 0, 2)
+    load(config, 0, 2)
   assert sorted(os.listdir(manual_download)) == ['downloads']
 
 
@@ -459,7 +464,9 @@ def test_streamed_inputs_are_in_the_units_of_the_in_memory_pipeline(normalizatio
   mean = (0.25, 0.5, 0.75) if normalization == 'given' else IMAGENET_MEAN
   config = make_config(normalization=normalization, half_precision=False,
                        normalization_mean=mean, normalization_std=std)
-  streamed = streaming._normalize(tf.constant(pixels_uint8, tf.float32), config).numpy()
+  run = Run.of(config)
+  prep = streaming.Preprocessing.of(run.data, run.pipeline, run.model.half_precision)
+  streamed = streaming._normalize(tf.constant(pixels_uint8, tf.float32), prep).numpy()
   in_memory = augment.normalize(pixels_uint8.astype(np.float32), np.array(mean), np.array(std))
   np.testing.assert_allclose(streamed, np.asarray(in_memory), rtol=1e-5, atol=1e-6)
   assert np.abs(streamed - np.asarray(in_memory) * 255).max() > 1  # control: 0-255 units differ

@@ -20,8 +20,9 @@ from resnet_jax.interop import pytorch
 from resnet_jax.models import convert_layout, get_model, layout, layout_of
 from resnet_jax.models.loop_conv import loop_conv
 from resnet_jax.models.probe import abstract_init
-from resnet_jax.train import checkpoint, optim, steps
+from resnet_jax.train import checkpoint, steps
 from resnet_jax.train.state import create_train_state
+from tests.tiny import optimizer_of
 
 TOLERANCE = 1e-5  # relative, logits and every gradient
 SIZE = 8  # image side: the networks' every layer, at little cost
@@ -150,14 +151,14 @@ def test_the_deep_networks_keep_the_papers_warm_up(name):
   config = cifar10.get_config(name)
   assert (config.warmup_steps, config.warmup_learning_rate, config.learning_rate) == (
       400, 0.01, 0.1)
-  schedule = optim.create_optimizer(config).learning_rate
+  schedule = optimizer_of(config).learning_rate
   assert [float(schedule(None, s)) for s in (0, 399, 400)] == pytest.approx([0.01, 0.01, 0.1])
 
 
 def state_of(name: str, scan_blocks: str):
   config = cifar10.get_config(name)
   model = get_model(name, scan_blocks=scan_blocks)
-  return create_train_state(model, optim.create_optimizer(config).tx, (SIZE, SIZE, 3), 0,
+  return create_train_state(model, optimizer_of(config).tx, (SIZE, SIZE, 3), 0,
                             parallel.make_mesh())
 
 
@@ -227,7 +228,7 @@ def test_train_step_on_the_stacked_layout_logs_per_block_gradient_norms():
   state = state_of('resnet20', 'stacked')
   step = steps.compile_train_step(mesh, prepare=lambda arrays, b, rng, train: (b['image'],
                                                                                b['label']),
-                                  learning_rate=optim.create_optimizer(config).learning_rate,
+                                  learning_rate=optimizer_of(config).learning_rate,
                                   seed=0, log_grad_norms=True)
   images, labels = batch(8)
   data = parallel.shard_global_batch({'image': images, 'label': labels},

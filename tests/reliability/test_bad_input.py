@@ -11,10 +11,10 @@ from PIL import Image
 
 from configs import cifar10
 from resnet_jax import models, parallel
-from resnet_jax.train import checkpoint, optim
+from resnet_jax.train import checkpoint
 from resnet_jax.train.state import create_train_state
 from tests.reliability import harness
-from tests.tiny import TINY
+from tests.tiny import TINY, optimizer_of
 
 BAD_INPUT_STATUS = 2
 FIELDS = {k: v for k, v in TINY.items() if k != 'dataset'}
@@ -71,7 +71,7 @@ def checkpoint_of_another_model(tmp_path):
   """checkpoints/ of a resnet14 run (config.json gone, e.g. copied by hand)."""
   config = cifar10.get_config('resnet14')
   mesh = parallel.make_mesh()
-  state = create_train_state(models.get_model('resnet14'), optim.create_optimizer(config).tx,
+  state = create_train_state(models.get_model('resnet14'), optimizer_of(config).tx,
                              (8, 8, 3), 0, mesh)
   with checkpoint.Checkpointer(str(tmp_path / 'run'), keep=1, best_metric='test_error') as saver:
     saver.save(4, state, {'wall_time': 1.0})

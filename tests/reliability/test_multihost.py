@@ -9,11 +9,11 @@ import signal
 import subprocess
 from unittest import mock
 
-import ml_collections
 import numpy as np
 import pytest
 from PIL import Image
 
+from resnet_jax.config import Data, InMemory
 from resnet_jax.data import sources
 from resnet_jax.train import checkpoint, metrics
 from tests.image_folders import CLASSES, write_colour_folder
@@ -91,9 +91,9 @@ def test_two_processes_train_like_one(tmp_path, xla_cache, image_folder):
 
 def test_each_process_decodes_only_its_rows(image_folder):
   """What every process does above, in one process: rows [start, stop) of each split."""
-  config = ml_collections.ConfigDict(
-      {'dataset': 'image_folder', 'data_dir': str(image_folder), 'val_split': VAL})
-  whole = sources.load_dataset(config)
+  data = Data(dataset='image_folder', data_dir=str(image_folder), val_split=VAL, batch_size=8,
+              eval_batch_size=8)
+  whole = sources.load_dataset(data, InMemory())
   opened = mock.Mock(wraps=Image.open)
   for process in range(PROCESSES):
     def rows(n, process=process):
@@ -101,7 +101,7 @@ def test_each_process_decodes_only_its_rows(image_folder):
       return process * share, (process + 1) * share
     with mock.patch.object(Image, 'open', opened):
       opened.reset_mock()
-      part = sources.load_dataset(config, rows)
+      part = sources.load_dataset(data, InMemory(), rows)
     for name in ('train', 'val', 'test'):
       full, mine = getattr(whole, name), getattr(part, name)
       start, stop = rows(len(full))

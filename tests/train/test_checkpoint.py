@@ -11,8 +11,9 @@ import pytest
 
 from configs import cifar10
 from resnet_jax import parallel
-from resnet_jax.train import checkpoint, optim
+from resnet_jax.train import checkpoint
 from resnet_jax.train.state import create_train_state
+from tests.tiny import optimizer_of
 
 
 class Linear(nn.Module):
@@ -34,7 +35,7 @@ def new_state(optimizer):
 
 
 def test_restore_returns_the_saved_state_with_plateau_state(tmp_path):
-  optimizer = optim.create_optimizer(plateau_config())
+  optimizer = optimizer_of(plateau_config())
   state = new_state(optimizer)
   grads = jax.tree.map(jnp.ones_like, state.params)
   state = state.apply_gradients(grads=grads, batch_stats=jax.tree.map(lambda x: x + 2.0,
@@ -57,7 +58,7 @@ def test_restore_returns_the_saved_state_with_plateau_state(tmp_path):
 
 
 def test_a_checkpoint_without_its_checksum_is_damaged(tmp_path):
-  optimizer = optim.create_optimizer(plateau_config())
+  optimizer = optimizer_of(plateau_config())
   with checkpoint.Checkpointer(str(tmp_path), keep=2, best_metric='test_error') as saver:
     saver.save(1, new_state(optimizer), {'wall_time': 1.0})
   meta_file = tmp_path / checkpoint.CHECKPOINT_DIR / '1' / 'meta' / 'metadata'
@@ -69,7 +70,7 @@ def test_a_checkpoint_without_its_checksum_is_damaged(tmp_path):
 
 
 def test_keeps_the_latest_checkpoints_and_the_best(tmp_path):
-  optimizer = optim.create_optimizer(plateau_config())
+  optimizer = optimizer_of(plateau_config())
   state = new_state(optimizer)
   saver = checkpoint.Checkpointer(str(tmp_path), keep=2, best_metric='val_error')
   errors = {10: 0.5, 20: 0.2, 30: 0.4, 40: None, 50: 0.6}  # step 40 was not evaluated
@@ -96,7 +97,7 @@ def test_workdir_holding_another_run_is_refused(tmp_path):
 
 
 def test_a_state_with_nan_is_not_saved(tmp_path):
-  optimizer = optim.create_optimizer(plateau_config())
+  optimizer = optimizer_of(plateau_config())
   state = new_state(optimizer)  # its plateau state holds Inf by design: saved
   saver = checkpoint.Checkpointer(str(tmp_path), keep=2, best_metric='test_error')
   saver.save(1, state, {'wall_time': 0.0})
@@ -109,7 +110,7 @@ def test_a_state_with_nan_is_not_saved(tmp_path):
 
 
 def test_nothing_is_created_before_the_first_save(tmp_path):
-  optimizer = optim.create_optimizer(plateau_config())
+  optimizer = optimizer_of(plateau_config())
   with checkpoint.Checkpointer(str(tmp_path / 'run'), keep=2, best_metric='test_error') as ckpt:
     assert ckpt.restore(new_state(optimizer)) is None
   assert not (tmp_path / 'run').exists()
@@ -128,7 +129,7 @@ def test_a_reader_leaves_a_save_in_progress(tmp_path, read_only):
   """evaluate, convert and init_from open the checkpoints of a run that may still be training:
   read-only, they must not clean up its temporary folder. The control, a writer, cleans it up
   (orbax does so in the background, finished before the writer's first save)."""
-  optimizer = optim.create_optimizer(plateau_config())
+  optimizer = optimizer_of(plateau_config())
   with checkpoint.Checkpointer(str(tmp_path), keep=2, best_metric='test_error') as saver:
     saver.save(1, new_state(optimizer), {'wall_time': 1.0})
   in_progress = tmp_path / checkpoint.CHECKPOINT_DIR / '2.orbax-checkpoint-tmp-1764720000000000'

@@ -1,6 +1,7 @@
 """resnet_jax/config.py (every field once, validate) and configs/cifar10.py (the recipes, CLI
 overrides)."""
 
+import dataclasses
 import os
 import re
 
@@ -90,6 +91,33 @@ def test_validate_refuses_a_field_the_schema_lacks():
   config.batch_sise = 32
   with pytest.raises(ValueError, match=r"unknown config fields \['batch_sise'\]"):
     config_lib.validate(config)
+
+
+def test_validate_refuses_the_other_pipelines_fields():
+  config = imagenet.get_config()
+  config.test_subset = 100
+  with pytest.raises(ValueError, match=r"^\['test_subset'\] are not fields of a streaming "
+                                       r"config \(dataset='imagenet2012'\); remove them$"):
+    config_lib.validate(config)
+
+
+@pytest.mark.parametrize('get_config, pipeline', [
+    (cifar10.get_config, config_lib.InMemory), (imagenet.get_config, config_lib.Streaming)])
+def test_run_splits_a_config_into_typed_sections_of_every_field(get_config, pipeline):
+  config = get_config()
+  run = config_lib.Run.of(config)
+  assert isinstance(run.pipeline, pipeline)
+  values = {}
+  for part in (run.model, run.data, run.pipeline, run.optim, run.loop):
+    values.update(dataclasses.asdict(part))
+  assert values == {name: tuple(v) if isinstance(v, list) else v for name, v in config.items()}
+  assert run.optim.lr_boundaries == tuple(config.lr_boundaries)
+
+
+def test_a_section_names_the_field_it_lacks():
+  with pytest.raises(ValueError, match=r"^the config lacks the Optim fields \['learning_rate'\]"):
+    config_lib.section({'optimizer': 'sgd', 'weight_decay': 0.0, 'schedule': 'constant'},
+                       config_lib.Optim)
 
 
 def test_default_is_the_paper_recipe():

@@ -6,10 +6,13 @@ import jax
 import jax.numpy as jnp
 import ml_collections
 import numpy as np
+import optax
 import pytest
 
 from configs import cifar10
+from resnet_jax.config import Optim, section
 from resnet_jax.train import optim
+from tests.tiny import optimizer_of
 
 
 def config(**overrides) -> ml_collections.ConfigDict:
@@ -18,13 +21,17 @@ def config(**overrides) -> ml_collections.ConfigDict:
   return base
 
 
+def schedule_of(config) -> optax.Schedule:
+  return optim.learning_rate_schedule(section(config, Optim), config.num_train_steps)
+
+
 def rates(schedule, steps) -> list[float]:
   return [float(schedule(jnp.asarray(s))) for s in steps]
 
 
 def test_paper_piecewise_schedule():
   """He 2015 sec. 4.2: 0.1, /10 at 32k and 48k iterations."""
-  schedule = optim.learning_rate_schedule(config())
+  schedule = schedule_of(config())
   steps = [0, 1, 31_999, 32_000, 32_001, 47_999, 48_000, 48_001, 63_999]
   expected = [0.1, 0.1, 0.1, 0.01, 0.01, 0.01, 0.001, 0.001, 0.001]
   np.testing.assert_allclose(rates(schedule, steps), expected, rtol=1e-6)
@@ -33,7 +40,7 @@ def test_paper_piecewise_schedule():
 def test_piecewise_with_resnet110_warmup():
   """0.01 for the first 400 iterations, then back to 0.1 (He 2015 sec. 4.2, ResNet-110)."""
   assert cifar10.get_config('resnet110').warmup_steps == 400
-  schedule = optim.learning_rate_schedule(cifar10.get_config('resnet110'))
+  schedule = schedule_of(cifar10.get_config('resnet110'))
   steps = [0, 399, 400, 401, 31_999, 32_000, 47_999, 48_000]
   expected = [0.01, 0.01, 0.1, 0.1, 0.1, 0.01, 0.01, 0.001]
   np.testing.assert_allclose(rates(schedule, steps), expected, rtol=1e-6)
@@ -42,7 +49,7 @@ def test_piecewise_with_resnet110_warmup():
 def test_per_boundary_factors_of_the_keras_recipe():
   keras = cifar10.get_config('resnet20,keras')
   epoch = 50_000 // 32
-  schedule = optim.learning_rate_schedule(keras)
+  schedule = schedule_of(keras)
   steps = [0, 81 * epoch - 1, 81 * epoch, 121 * epoch - 1, 121 * epoch, 161 * epoch,
            181 * epoch - 1, 181 * epoch, 200 * epoch - 1]
   expected = [1e-3, 1e-3, 1e-4, 1e-4, 1e-5, 1e-6, 1e-6, 5e-7, 5e-7]
@@ -51,7 +58,7 @@ def test_per_boundary_factors_of_the_keras_recipe():
 
 def test_cosine_with_linear_warmup():
   total, warmup, peak = 1000, 100, 0.1
-  schedule = optim.learning_rate_schedule(config(
+  schedule = schedule_of(config(
       schedule='cosine', num_train_steps=total, warmup_steps=warmup, warmup_learning_rate=0.0,
       learning_rate=peak))
   steps = [0, 50, 99, 100, 101, 550, 999, 1000]
@@ -65,7 +72,7 @@ def test_cosine_with_linear_warmup():
 
 
 def test_constant_schedule_ignores_boundaries():
-  schedule = optim.learning_rate_schedule(config(schedule='constant'))
+  schedule = schedule_of(config(schedule='constant'))
   np.testing.assert_allclose(rates(schedule, [0, 32_000, 60_000]), [0.1] * 3, rtol=1e-7)
 
 
@@ -74,7 +81,7 @@ def test_plateau_cuts_after_patience_and_stops_at_min_lr():
   cfg = config(optimizer='adam', learning_rate=1e-3, schedule='plateau', lr_boundaries=(),
                plateau_factor=0.5, plateau_patience=2, plateau_min_delta=0.01,
                plateau_min_lr=2e-4)
-  optimizer = optim.create_optimizer(cfg)
+  optimizer = optimizer_of(cfg)
   opt_state = optimizer.tx.init({'w': jnp.zeros(3)})
   # 1.0 sets the best; 0.995 is within min_delta (no improvement); 0.5 improves.
   losses = [1.0, 0.995, 1.2, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0, 1.1]
@@ -90,7 +97,7 @@ def test_plateau_cuts_after_patience_and_stops_at_min_lr():
 def test_plateau_scale_multiplies_the_update():
   cfg = config(optimizer='sgd', momentum=0.0, weight_decay=0.0, schedule='plateau',
                lr_boundaries=(), plateau_factor=0.1, plateau_patience=1)
-  optimizer = optim.create_optimizer(cfg)
+  optimizer = optimizer_of(cfg)
   params = {'w': jnp.ones(2)}
   opt_state = optimizer.tx.init(params)
   opt_state = optimizer.observe(opt_state, 1.0)
@@ -105,7 +112,7 @@ def test_sgd_momentum_with_l2_term_on_every_parameter(nesterov):
   lr, m, wd = 0.1, 0.9, 1e-2
   cfg = config(learning_rate=lr, momentum=m, weight_decay=wd, nesterov=nesterov,
                lr_boundaries=(100,))
-  tx = optim.create_optimizer(cfg).tx
+  tx = optimizer_of(cfg).tx
   p = {'kernel': np.array([1.0, -2.0]), 'bias': np.array([0.5])}
   grads = [{'kernel': np.array([0.3, 0.1]), 'bias': np.array([-1.0])},
            {'kernel': np.array([-0.2, 0.4]), 'bias': np.array([2.0])}]
@@ -125,10 +132,10 @@ def test_sgd_momentum_with_l2_term_on_every_parameter(nesterov):
 
 def test_unknown_optimizer_and_schedule_are_one_line_errors():
   with pytest.raises(ValueError, match="optimizer='rmsprop' is unknown") as error:
-    optim.create_optimizer(config(optimizer='rmsprop'))
+    optimizer_of(config(optimizer='rmsprop'))
   assert '\n' not in str(error.value)
   with pytest.raises(ValueError, match="schedule='linear' is unknown"):
-    optim.create_optimizer(config(schedule='linear'))
+    optimizer_of(config(schedule='linear'))
   three_factors = ml_collections.ConfigDict({**config().to_dict(), 'lr_decay_factor': (0.1,) * 3})
   with pytest.raises(ValueError, match='3 factors for 2 lr_boundaries'):
-    optim.create_optimizer(three_factors)
+    optimizer_of(three_factors)

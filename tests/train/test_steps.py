@@ -15,6 +15,7 @@ from resnet_jax.data.augment import pixel_stats
 from resnet_jax.models import get_model
 from resnet_jax.train import inputs, optim, steps
 from resnet_jax.train.state import create_train_state
+from tests.tiny import optimizer_of
 
 NUM_CLASSES = 6  # labels use 0..3; 6 outputs allow a top-5 error
 N, SIZE, BATCH = 64, 8, 16
@@ -57,7 +58,7 @@ def arrays(mesh):
 def make_optimizer(**overrides) -> optim.Optimizer:
   config = cifar10.get_config('resnet8')
   config.update(overrides)
-  return optim.create_optimizer(config)
+  return optimizer_of(config)
 
 
 @pytest.fixture(scope='module')

@@ -36,8 +36,9 @@ from configs import cifar10
 from resnet_jax import models, parallel
 from resnet_jax.data.augment import augment
 from resnet_jax.interop import pytorch as interop
-from resnet_jax.train import inputs, optim, steps
+from resnet_jax.train import inputs, steps
 from resnet_jax.train import state as state_lib
+from tests.tiny import optimizer_of
 
 STEPS = 20
 BATCH = 16
@@ -97,7 +98,7 @@ def our_trajectory(name: str, dtype: type = np.float32) -> tuple[tuple, tuple, t
   mesh = parallel.make_mesh()
   losses, states, buffers = [], [], []
   with jax.enable_x64(dtype == np.float64):  # the schedule's rates too
-    optimizer = optim.create_optimizer(config)
+    optimizer = optimizer_of(config)
     variables = jax.tree.map(lambda x: np.asarray(x, dtype),
                              interop.from_torch(initial_weights(name), name))
     state = jax.device_put(state_lib.TrainState.create(

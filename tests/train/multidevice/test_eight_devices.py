@@ -60,8 +60,9 @@ def _worker(workdir: str) -> dict:
   from resnet_jax import models, parallel
   from resnet_jax.data import order
   from resnet_jax.data.augment import pixel_stats
-  from resnet_jax.train import checkpoint, inputs, optim, steps
+  from resnet_jax.train import checkpoint, inputs, steps
   from resnet_jax.train.state import create_train_state
+  from tests.tiny import optimizer_of
 
   config = cifar10.get_config('resnet8')
   config.update(batch_size=16, lr_boundaries=(2,))
@@ -69,7 +70,7 @@ def _worker(workdir: str) -> dict:
   images = rng.integers(0, 256, (64, 8, 8, 3), dtype=np.uint8)
   labels = rng.integers(0, 10, 64).astype(np.int32)
   mean, std = pixel_stats(images, 'per_pixel_mean')
-  optimizer = optim.create_optimizer(config)
+  optimizer = optimizer_of(config)
   model = models.get_model('resnet8')
 
   def train(mesh):
