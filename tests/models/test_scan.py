@@ -3,6 +3,7 @@ unrolled one: the same function and gradients from the same weights, an exact co
 ways, and every reader of the variables (checkpoints, PyTorch interop, gradient norms, summary)
 on both."""
 
+import functools
 import glob
 import json
 from pathlib import Path
@@ -57,13 +58,19 @@ def relative_error(ours, reference) -> float:
              for a, b in pairs)
 
 
+@functools.cache
+def unrolled_reference(name: str) -> tuple:
+  """The unrolled network's weights, batch and outputs (computed once per network)."""
+  unrolled, variables = init(name, 'unrolled')
+  images, labels = batch()
+  return variables, images, labels, forward_backward(unrolled, variables, images, labels)
+
+
 def unrolled_and_stacked(name: str, loop_convs: bool = False, remat_blocks: bool = False) -> tuple:
   """Both layouts' outputs, the stacked network run on the unrolled one's weights converted."""
-  unrolled, variables = init(name, 'unrolled')
+  variables, images, labels, reference = unrolled_reference(name)
   stacked = get_model(name, scan_blocks='stacked', remat_blocks=remat_blocks).clone(
       loop_convs=loop_convs)
-  images, labels = batch()
-  reference = forward_backward(unrolled, variables, images, labels)
   ours = forward_backward(stacked, convert_layout(variables, 'stacked'), images, labels)
   return reference, ours, (stacked, variables, images, labels)
 
