@@ -218,7 +218,8 @@ def new_config(pipeline: str, **values) -> ml_collections.ConfigDict:
   names = fields_of(pipeline)
   unknown = sorted(set(values) - set(names))
   if unknown:
-    raise ValueError(f'fields {unknown} are not fields of a {pipeline} config (resnet_jax.config)')
+    raise ValueError(f'fields {unknown} are not fields of the {pipeline} pipeline '
+                     '(resnet_jax.config)')
   config = {name: values.get(name, FIELDS[name].default) for name in names}
   missing = [name for name, value in config.items() if value is REQUIRED]
   if missing:
@@ -255,7 +256,7 @@ def validate(config) -> None:
                      f'from {start}')
   foreign = sorted(set(config) - set(fields_of(pipeline)))
   if foreign:
-    raise ValueError(f'{foreign} are not fields of a {pipeline} config (dataset='
+    raise ValueError(f'{foreign} are not fields of the {pipeline} pipeline (dataset='
                      f'{config.dataset!r}); remove them')
   checks = {name: FIELDS[name].check for name in fields_of(pipeline)}
   for name, check in checks.items():

@@ -54,7 +54,8 @@ def test_documents_name_only_real_fields():
 
 
 def test_new_config_refuses_unknown_and_missing_fields():
-  with pytest.raises(ValueError, match=r"fields \['scale_range'\] are not fields of a in_memory"):
+  with pytest.raises(ValueError,
+                     match=r"fields \['scale_range'\] are not fields of the in_memory pipeline"):
     config_lib.new_config('in_memory', **cifar10._paper_recipe('resnet20'), scale_range=(1, 2))
   with pytest.raises(ValueError, match=r"the config file must choose \['model'"):
     config_lib.new_config('in_memory')
@@ -96,8 +97,8 @@ def test_validate_refuses_a_field_the_schema_lacks():
 def test_validate_refuses_the_other_pipelines_fields():
   config = imagenet.get_config()
   config.test_subset = 100
-  with pytest.raises(ValueError, match=r"^\['test_subset'\] are not fields of a streaming "
-                                       r"config \(dataset='imagenet2012'\); remove them$"):
+  with pytest.raises(ValueError, match=r"^\['test_subset'\] are not fields of the streaming "
+                                       r"pipeline \(dataset='imagenet2012'\); remove them$"):
     config_lib.validate(config)
 
 
