@@ -256,6 +256,10 @@ def main() -> None:
   if (_WORKDIR.value is None) == (_TORCH_WEIGHTS.value is None):
     raise ConfigError('give either --workdir=DIR or --torch_weights=FILE --model=NAME '
                       '--config=...')
+  given = [f'--{flag.name}' for flag in (_MODEL, _CONFIG) if flag.value is not None]
+  if _WORKDIR.value is not None and given:
+    raise ConfigError(f'{" and ".join(given)} are for --torch_weights: --workdir is evaluated '
+                      "with the run's own config.json; drop them")
   if _WORKDIR.value is not None:
     request = check(_WORKDIR.value, _CHECKPOINT.value, _SPLIT.value, _OUTPUT.value)
   else:

@@ -147,6 +147,20 @@ def test_cli_bad_input_is_one_line_and_exit_2(tmp_path):
   assert 'holds no run' in done.stderr and not (tmp_path / 'out').exists()
 
 
+@pytest.mark.parametrize('extra, named', [
+    (['--model=resnet20'], '--model are'),
+    (['--model=resnet20', f'--config={REPO / "configs" / "cifar10.py"}'],
+     '--model and --config are'),
+])
+def test_workdir_refuses_the_flags_of_torch_weights(tmp_path, capsys, extra, named):
+  with pytest.raises(SystemExit) as stop:
+    cli.run(evaluate.main, evaluate.FLAGS,
+            ['evaluate', f'--workdir={tmp_path / "nowhere"}', *extra])
+  assert stop.value.code == BAD_INPUT_STATUS
+  err = capsys.readouterr().err
+  assert len(err.strip().splitlines()) == 1 and f'{named} for --torch_weights' in err
+
+
 def test_evaluate_and_convert_import_beside_modules_with_global_flags():
   import benchmarks.throughput  # noqa: F401  defines a global --output, as evaluate once did
   import resnet_jax.main  # noqa: F401  defines a global --config and --workdir
