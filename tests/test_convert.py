@@ -99,6 +99,31 @@ def test_a_trained_run_exports_its_best_checkpoint(tmp_path, capsys):
   np.testing.assert_array_equal(peer.linear.weight.detach().numpy(), kernel.T)
 
 
+@pytest.mark.parametrize('existing', [False, True])
+def test_an_import_cut_midway_leaves_the_workdir_as_it_was(tmp_path, monkeypatch, existing):
+  """A failure after the checkpoint is written (here: config.json cannot be) leaves no trace;
+  the same import then writes exactly the run, into a new or an existing empty folder."""
+  model = random_peer(seed=3)
+  weights, workdir = released_file(tmp_path / 'w.th', model), tmp_path / 'imported'
+  if existing:
+    workdir.mkdir()
+  before = sorted(path.relative_to(tmp_path) for path in tmp_path.rglob('*'))
+  def disk_full(*args):
+    raise OSError('full')
+  with monkeypatch.context() as patch:
+    patch.setattr(checkpoint, 'write_config', disk_full)
+    with pytest.raises(OSError, match='full'):
+      convert.import_torch(str(weights), MODEL, str(workdir))
+  assert sorted(path.relative_to(tmp_path) for path in tmp_path.rglob('*')) == before
+  convert.import_torch(str(weights), MODEL, str(workdir))
+  assert sorted(path.name for path in tmp_path.iterdir()) == ['imported', 'w.th']
+  assert sorted(path.name for path in workdir.iterdir()) == [checkpoint.CHECKPOINT_DIR,
+                                                             checkpoint.CONFIG_FILE]
+  variables = checkpoint.restore_variables(str(workdir), 0, parallel.make_mesh())
+  np.testing.assert_array_equal(np.asarray(variables['params']['head']['kernel']),
+                                model.linear.weight.detach().numpy().T)
+
+
 @pytest.mark.parametrize('source', ['file', 'workdir'])
 def test_init_from_sets_params_and_batch_stats_only(tmp_path, source):
   model = random_peer(seed=1)

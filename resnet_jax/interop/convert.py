@@ -15,13 +15,16 @@ Export: the run's checkpoint (default: best, else latest) as a PyTorch state_dic
 torch.load and load_state_dict(strict=True) of the matching PyTorch ResNet accept.
 Prints one JSON line. Bad input (a file that is no state_dict, a model that does not fit it:
 the first missing or mis-shaped tensor is named, a DIR that already holds a run, a run without
-checkpoints) is one line on stderr and exit status 2, and nothing is written.
+checkpoints) is one line on stderr and exit status 2, and nothing is written. An import is
+written in a folder beside DIR and moved in whole, so that a failure midway leaves DIR as it was.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import shutil
+import time
 
 import jax
 import ml_collections
@@ -77,10 +80,15 @@ def import_torch(torch_weights: str, model: str, workdir: str,
   run = config_lib.Run.of(config)
   state = checkpoint.with_network(
       checkpoint.template_state(run, classes, parallel.make_mesh()), variables)
-  with checkpoint.Checkpointer(workdir, run.loop.keep_checkpoints,
-                               checkpoint.best_metric(run.data.val_split)) as ckpt:
-    ckpt.save(0, state, {'wall_time': 0.0})
-  checkpoint.write_config(config, workdir)
+  stage = _stage_beside(workdir)
+  try:
+    with checkpoint.Checkpointer(stage, run.loop.keep_checkpoints,
+                                 checkpoint.best_metric(run.data.val_split)) as ckpt:
+      ckpt.save(0, state, {'wall_time': 0.0})
+    checkpoint.write_config(config, stage)
+    _move_in(stage, workdir)
+  finally:
+    shutil.rmtree(stage, ignore_errors=True)
   return {'workdir': workdir, 'model': model, 'classes': int(classes), 'checkpoint_step': 0,
           'tensors': len(state_dict)}
 
@@ -101,6 +109,28 @@ def export_torch(workdir: str, to_torch: str, which: str | None = None) -> dict:
   torch_files.save_state_dict(state_dict, to_torch)
   return {'to_torch': to_torch, 'model': config.model, 'checkpoint_step': step,
           'tensors': len(state_dict)}
+
+
+def _stage_beside(workdir: str) -> str:
+  """A new, empty folder beside workdir (same file system, so that moving out of it is a
+  rename), with the permissions of any new folder."""
+  parent, name = os.path.split(os.path.abspath(workdir))
+  os.makedirs(parent, exist_ok=True)
+  stage = os.path.join(parent, f'.{name}.convert-{os.getpid()}-{time.time_ns()}')
+  os.mkdir(stage)
+  return stage
+
+
+def _move_in(stage: str, workdir: str) -> None:
+  """Moves the whole run in `stage` to workdir: one rename where workdir is new, else its
+  checkpoints, then config.json, the file that makes a folder a run."""
+  if not os.path.exists(workdir):
+    os.replace(stage, workdir)
+    return
+  os.replace(os.path.join(stage, checkpoint.CHECKPOINT_DIR),
+             os.path.join(workdir, checkpoint.CHECKPOINT_DIR))
+  os.replace(os.path.join(stage, checkpoint.CONFIG_FILE),
+             os.path.join(workdir, checkpoint.CONFIG_FILE))
 
 
 def _check_new_workdir(workdir: str) -> None:
