@@ -74,14 +74,10 @@ class _Source:
 
 @dataclasses.dataclass(frozen=True, eq=False)
 class Preprocessing:
-  """How an encoded image becomes a crop: the Data and Streaming fields it reads, the
-  normalisation statistics (stream_stats) and the output dtype."""
-  image_size: int
-  augment: bool
-  augmentation: str
-  scale_range: tuple[int, int]
-  eval_resize_size: int
-  pca_lighting_std: float
+  """How an encoded image becomes a crop: the Data and Streaming sections, the normalisation
+  statistics (stream_stats) and the output dtype."""
+  data: Data
+  streaming: Streaming
   mean: np.ndarray
   std: np.ndarray
   dtype: tf.DType
@@ -89,11 +85,7 @@ class Preprocessing:
   @classmethod
   def of(cls, data: Data, streaming: Streaming, half_precision: bool) -> Preprocessing:
     mean, std = stream_stats(data)
-    return cls(image_size=data.image_size, augment=data.augment,
-               augmentation=streaming.augmentation, scale_range=tuple(streaming.scale_range),
-               eval_resize_size=streaming.eval_resize_size,
-               pca_lighting_std=streaming.pca_lighting_std, mean=mean, std=std,
-               dtype=tf.bfloat16 if half_precision else tf.float32)
+    return cls(data, streaming, mean, std, tf.bfloat16 if half_precision else tf.float32)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -305,27 +297,28 @@ def _tfds_shard(builder: tfds.core.DatasetBuilder, split, shuffle_buffer_size: i
 
 def _train_image(encoded: tf.Tensor, seed: tf.Tensor, prep: Preprocessing) -> tf.Tensor:
   """A training crop: scale or inception augmentation, flip, optional PCA lighting."""
-  if not prep.augment:
+  if not prep.data.augment:
     return _eval_image(encoded, prep)
+  size, crops = prep.data.image_size, prep.streaming
   crop_seed, flip_seed, lighting_seed = tf.unstack(tf.random.experimental.stateless_split(seed, 3))
-  if prep.augmentation == 'paper':
-    window = functools.partial(scale_window, seed=crop_seed, size=prep.image_size,
-                               scale_range=prep.scale_range)
+  if crops.augmentation == 'paper':
+    window = functools.partial(scale_window, seed=crop_seed, size=size,
+                               scale_range=crops.scale_range)
   else:
     window = functools.partial(inception_window, seed=crop_seed,
-                               fallback_fraction=prep.image_size / prep.eval_resize_size)
-  image = _resize(_decode_window(encoded, window), prep.image_size)
+                               fallback_fraction=size / crops.eval_resize_size)
+  image = _resize(_decode_window(encoded, window), size)
   image = tf.where(tf.random.stateless_uniform([], flip_seed) < 0.5, tf.reverse(image, [1]), image)
-  if prep.pca_lighting_std:
-    image = pca_lighting(image, lighting_seed, prep.pca_lighting_std)
+  if crops.pca_lighting_std:
+    image = pca_lighting(image, lighting_seed, crops.pca_lighting_std)
   return _normalize(image, prep)
 
 
 def _eval_image(encoded: tf.Tensor, prep: Preprocessing) -> tf.Tensor:
   """The centre crop of evaluation: shorter side to eval_resize_size, centre image_size crop."""
-  fraction = prep.image_size / prep.eval_resize_size
+  fraction = prep.data.image_size / prep.streaming.eval_resize_size
   image = _decode_window(encoded, functools.partial(center_window, fraction=fraction))
-  return _normalize(_resize(image, prep.image_size), prep)
+  return _normalize(_resize(image, prep.data.image_size), prep)
 
 
 def scale_window(shape: tf.Tensor, seed: tf.Tensor, size: int,

@@ -327,9 +327,8 @@ class _Trainer:
       loss = meta['interval']['loss'][0]
       if not math.isfinite(loss):
         raise self.diverged(step, f'the train loss summed since the last log row is {loss}')
-    best = self.best
     try:
-      self.ckpt.save(step, state, meta, {best: evaluated[best]} if evaluated else None)
+      self.ckpt.save(step, state, meta, {self.best: evaluated[self.best]} if evaluated else None)
     except NonFiniteStateError as error:
       raise self.diverged(step, str(error)) from None
     self.saved_step = step
