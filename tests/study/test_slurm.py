@@ -119,12 +119,20 @@ def _slurm_conf(root: Path, munge_socket: Path) -> str:
       'PartitionName=debug Nodes=localhost Default=YES MaxTime=INFINITE State=UP', ''])
 
 
-def _wait(condition, seconds: float, what: str):
+def _wait(condition, seconds: float, what: str, logs: Path | None = None):
+  """Polls condition until it holds; a timeout names `what` and shows the last lines of every
+  log under `logs` (the runs' and the SLURM tasks')."""
   deadline = time.monotonic() + seconds
   while not (found := condition()):
-    assert time.monotonic() < deadline, f'timed out waiting for {what}'
+    assert time.monotonic() < deadline, f'timed out waiting for {what}{_log_tails(logs)}'
     time.sleep(0.2)
   return found
+
+
+def _log_tails(logs: Path | None, lines: int = 15) -> str:
+  paths = sorted([*logs.rglob('*.log'), *logs.rglob('*.out')]) if logs else []
+  return ''.join(f"\n--- {path}\n" + '\n'.join(path.read_text().splitlines()[-lines:])
+                 for path in paths)
 
 
 def _stop_daemons(root: Path, env: dict[str, str]) -> None:
@@ -196,6 +204,15 @@ def _squeue(env: dict[str, str], *flags: str) -> list[str]:
                         text=True, check=True).stdout.split()
 
 
+def _checkpointed(run_dir: Path) -> int:
+  """The latest step checkpointed in run_dir, or -1. Not "is step K there": the run keeps only
+  its latest two, so a poll that comes late would wait forever for a step already deleted."""
+  folder = run_dir / 'checkpoints'
+  if not folder.is_dir():
+    return -1
+  return max((int(path.name) for path in folder.iterdir() if path.name.isdigit()), default=-1)
+
+
 def _rows(run_dir: Path) -> list[dict]:
   return [json.loads(line) for line in (run_dir / 'metrics.jsonl').read_text().splitlines()]
 
@@ -218,14 +235,14 @@ def test_tiny_study_on_slurm_with_a_task_cut_by_sigterm_requeued_and_resumed(tmp
   script = (cut / 'slurm' / 'degradation.sbatch').read_text()
   assert '#SBATCH --job-name=degradation' in script and '#SBATCH --array=0-1' in script
 
-  # 2. Once resnet8 has saved its checkpoint of step CUT_AFTER, SIGTERM to its task: the run
+  # 2. Once resnet8 has saved a checkpoint of step CUT_AFTER or later, SIGTERM to its task: the run
   # checkpoints and exits 143, the task requeues itself, and --status says it will resume.
   resnet = cut / 'resnet8' / 'seed0'
-  _wait(lambda: (resnet / 'checkpoints' / str(CUT_AFTER)).is_dir(), STUDY_SECONDS, 'the cut')
+  _wait(lambda: _checkpointed(resnet) >= CUT_AFTER, STUDY_SECONDS, 'the cut', tmp_path)
   task = jobs['resnet8/seed0']
   subprocess.run(['scancel', '--signal=TERM', task], env=env, check=True)
   _wait(lambda: json.loads(state_file(resnet).read_text()).get('exit') == 143,
-        REQUEUE_WAIT_SECONDS, 'the run to stop')
+        REQUEUE_WAIT_SECONDS, 'the run to stop', tmp_path)
   _wait(lambda: task in _squeue(env, '--states=PENDING', '--format=%i'), REQUEUE_WAIT_SECONDS,
         'the requeue')
   table = status_table(cut, jobs)
@@ -234,7 +251,7 @@ def test_tiny_study_on_slurm_with_a_task_cut_by_sigterm_requeued_and_resumed(tmp
                    'resumes$', table, re.MULTILINE), table
 
   # 3. Every task ends; the resumed run logged exactly what the uninterrupted one did.
-  _wait(lambda: not _squeue(env, '--format=%i'), STUDY_SECONDS, 'every task to end')
+  _wait(lambda: not _squeue(env, '--format=%i'), STUDY_SECONDS, 'every task to end', tmp_path)
   for run_dir in (cut / 'plain8' / 'seed0', resnet, straight / 'resnet8' / 'seed0'):
     assert _rows(run_dir)[-1]['event'] == 'end', run_dir
   assert [row['event'] for row in _rows(resnet) if 'event' in row] == ['start', 'resume', 'end']
