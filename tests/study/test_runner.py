@@ -112,8 +112,9 @@ def test_quick_preset_keeps_the_shape_of_the_paper_schedule(monkeypatch, steps):
 def test_short_presets_are_the_paper_recipe_shrunk(monkeypatch, preset, steps, boundaries,
                                                    log_every, eval_every, subsets):
   monkeypatch.delenv(runner.QUICK_STEPS_ENV, raising=False)
-  config = runner.resolve_config(DEGRADATION, 'plain56', [f'--config.{name}={value}' for name, value in
-                                             runner.preset_overrides(DEGRADATION, preset, 'plain56').items()])
+  overrides = runner.preset_overrides(DEGRADATION, preset, 'plain56')
+  config = runner.resolve_config(DEGRADATION, 'plain56',
+                                 [f'--config.{name}={value}' for name, value in overrides.items()])
   assert (config.batch_size, config.learning_rate, config.weight_decay) == (128, 0.1, 1e-4)
   assert (config.num_train_steps, tuple(config.lr_boundaries)) == (steps, boundaries)
   assert (config.log_every_steps, config.eval_every_steps) == (log_every, eval_every)
@@ -253,21 +254,26 @@ def _train_steps(path: Path) -> list[int]:
   return [row['step'] for row in _rows(path) if 'train_loss' in row]
 
 
-def _checkpoint_steps(run_dir: Path) -> list[int]:
-  return sorted(int(path.name) for path in (run_dir / 'checkpoints').iterdir()
-                if path.name.isdigit())
+def checkpointed(run_dir: Path) -> int:
+  """The latest step checkpointed in run_dir, or -1. A wait for a cut polls this, not "is step K
+  there": a run keeps only its latest two, so a late poll would wait for a step already deleted.
+  (orbax renames a checkpoint folder to its step once the save has finished.)"""
+  folder = run_dir / 'checkpoints'
+  if not folder.is_dir():
+    return -1
+  return max((int(path.name) for path in folder.iterdir() if path.name.isdigit()), default=-1)
 
 
 def test_tiny_study_trains_is_cut_then_skips_the_finished_run_and_resumes_the_other(tmp_path):
   workdir = tmp_path / 'study'
   resnet_dir = workdir / 'resnet8' / 'seed0'
   # 1. plain8 trains to the end; resnet8 is cut by a Ctrl-C (SIGINT to the runner's process
-  # group) once its checkpoint of step CUT_AFTER is complete (orbax renames a checkpoint folder to
-  # its step when the save has finished). The runner alone gets the SIGINT and stops resnet8 with
-  # one SIGTERM, on which it saves a checkpoint where it stands (a second signal would kill it).
+  # group) once it has a complete checkpoint of step CUT_AFTER or later. The runner alone gets
+  # the SIGINT and stops resnet8 with one SIGTERM, on which it saves a checkpoint where it stands
+  # (a second signal would kill it).
   first = _runner(workdir)
   deadline = time.monotonic() + 240
-  while not (resnet_dir / 'checkpoints' / str(CUT_AFTER)).is_dir() and first.poll() is None and (
+  while checkpointed(resnet_dir) < CUT_AFTER and first.poll() is None and (
       time.monotonic() < deadline):
     time.sleep(0.05)
   os.killpg(first.pid, signal.SIGINT)
@@ -276,8 +282,9 @@ def test_tiny_study_trains_is_cut_then_skips_the_finished_run_and_resumes_the_ot
       'degradation: interrupted; run the same command again to resume'), err
   assert 'stopped by SIGTERM at step' in (workdir / 'resnet8' / 'seed0.log').read_text()
   assert _rows(workdir / 'plain8' / 'seed0' / 'metrics.jsonl')[-1]['event'] == 'end'
-  cut_at = _checkpoint_steps(resnet_dir)[-1]
-  assert CUT_AFTER <= cut_at < TINY_STEPS and _rows(resnet_dir / 'metrics.jsonl')[-1].get('event') != 'end'
+  cut_at = checkpointed(resnet_dir)
+  assert CUT_AFTER <= cut_at < TINY_STEPS
+  assert _rows(resnet_dir / 'metrics.jsonl')[-1].get('event') != 'end'
 
   # 2. The same command skips plain8 (not launched again) and resumes resnet8 from its checkpoint.
   plain_log = (workdir / 'plain8' / 'seed0.log').read_text()

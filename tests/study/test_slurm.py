@@ -19,7 +19,7 @@ import pytest
 from resnet_jax.study import runner, slurm
 from resnet_jax.study.status import state_file, status_table
 from resnet_jax.study.studies import DEGRADATION
-from tests.study.test_runner import FIGURES, REPO, TINY_FLAGS, bad_input
+from tests.study.test_runner import FIGURES, REPO, TINY_FLAGS, bad_input, checkpointed
 
 DAEMONS = ('munged', 'slurmctld', 'slurmd')
 TINY_STEPS = 48  # RESNET_JAX_QUICK_STEPS: log every step, evaluate and checkpoint every 4
@@ -204,15 +204,6 @@ def _squeue(env: dict[str, str], *flags: str) -> list[str]:
                         text=True, check=True).stdout.split()
 
 
-def _checkpointed(run_dir: Path) -> int:
-  """The latest step checkpointed in run_dir, or -1. Not "is step K there": the run keeps only
-  its latest two, so a poll that comes late would wait forever for a step already deleted."""
-  folder = run_dir / 'checkpoints'
-  if not folder.is_dir():
-    return -1
-  return max((int(path.name) for path in folder.iterdir() if path.name.isdigit()), default=-1)
-
-
 def _rows(run_dir: Path) -> list[dict]:
   return [json.loads(line) for line in (run_dir / 'metrics.jsonl').read_text().splitlines()]
 
@@ -238,7 +229,7 @@ def test_tiny_study_on_slurm_with_a_task_cut_by_sigterm_requeued_and_resumed(tmp
   # 2. Once resnet8 has saved a checkpoint of step CUT_AFTER or later, SIGTERM to its task: the run
   # checkpoints and exits 143, the task requeues itself, and --status says it will resume.
   resnet = cut / 'resnet8' / 'seed0'
-  _wait(lambda: _checkpointed(resnet) >= CUT_AFTER, STUDY_SECONDS, 'the cut', tmp_path)
+  _wait(lambda: checkpointed(resnet) >= CUT_AFTER, STUDY_SECONDS, 'the cut', tmp_path)
   task = jobs['resnet8/seed0']
   subprocess.run(['scancel', '--signal=TERM', task], env=env, check=True)
   _wait(lambda: json.loads(state_file(resnet).read_text()).get('exit') == 143,
