@@ -22,8 +22,9 @@ data into gpu_carry/data and runs three parts, each under its own cap:
 Everything comes back under OUT: gpu.json and gpu.md (the throughput rows), degradation/,
 logs/<part>.log, and campaign.json (per invocation: command, date, device, versions, commit,
 each part's cap, wall time and status: done, capped or failed, and the study's decisions). Bad
-input is one line and exit 2 before anything is written; a failed part ends it with exit 1. RESNET_JAX_CAMPAIGN_REHEARSAL=1 shrinks every size (a tiny
-model, a few steps) for the CPU rehearsal of tests/benchmarks/test_gpu_campaign.py.
+input is one line and exit 2 before anything is written; a failed part ends it with exit 1.
+RESNET_JAX_CAMPAIGN_REHEARSAL=1 shrinks every size (a tiny model, a few steps) for the CPU
+rehearsal of tests/benchmarks/test_gpu_campaign.py.
 """
 
 from __future__ import annotations
@@ -213,7 +214,8 @@ def wheel_files(wheels: Path) -> list[Path]:
   """One wheel per package of WHEELS; ConfigError naming the first missing one and the fix."""
   if not wheels.is_dir():
     raise ConfigError(f'{wheels} is not a folder of wheels: run `python -m '
-                        'benchmarks.gpu_campaign --prepare` where the package registry is reachable')
+                      'benchmarks.gpu_campaign --prepare` where the package registry is '
+                      'reachable')
   found = []
   for package in WHEELS:
     prefix = package.replace('-', '_').lower() + '-'
@@ -388,7 +390,8 @@ class Campaign:
             f'--preset={decision.preset}', f'--models={",".join(self.sizes.models)}']
     if 'study' in self.parts:
       self.part('study', [*base, f'--parallel={decision.parallel}', '--dataset=image_folder',
-                          f'--data_dir={data}', f'--config.steps_per_call={decision.steps_per_call}',
+                          f'--data_dir={data}',
+                          f'--config.steps_per_call={decision.steps_per_call}',
                           *self.sizes.study_flags], study_s)
     if 'figures' in self.parts:
       result = self.part('figures', [*base, '--plot-only'], min(figures_s, max(1.0, self.left())))

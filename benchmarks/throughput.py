@@ -380,7 +380,8 @@ def environment(peer: bool, compile_mode: str) -> dict[str, Any]:
       'device_count': jax.device_count(), 'cpu': _cpu_model(), 'cpu_count': os.cpu_count(),
       'device_memory_bytes': (device.memory_stats() or {}).get('bytes_limit'),
       'gpu_driver': _gpu_driver(), 'xla_flags': os.environ.get('XLA_FLAGS', ''),
-      'versions': provenance.versions(), 'torch_cuda': _torch_cuda(), 'peer': peer, 'torch_compile': compile_mode,
+      'versions': provenance.versions(), 'torch_cuda': _torch_cuda(), 'peer': peer,
+      'torch_compile': compile_mode,
   }
 
 

@@ -32,8 +32,8 @@ BOTTLENECK_EXPANSION = 4
 BN_EPS = 1e-5
 PAD = 4  # pixels of zero padding per side (He 2015 sec. 4.2)
 MAX_PIXEL = 255.0
-NAME_HELP = ('resnet{6n+2} (CIFAR, option A, e.g. resnet20), plain{6n+2} or resnet{50,101,152}_v1_5 '
-             '(ImageNet)')
+NAME_HELP = ('resnet{6n+2} (CIFAR, option A, e.g. resnet20), plain{6n+2} or '
+             'resnet{50,101,152}_v1_5 (ImageNet)')
 
 
 def _conv(cin: int, cout: int, kernel: int, stride: int = 1) -> nn.Conv2d:

@@ -17,7 +17,8 @@ through the study runner (resnet_jax.study.runner.run_jobs: resumable, --paralle
 slots). DIR/agreement.md and DIR/agreement.csv give, per side and seed, the mean training error
 over the last 100 steps and the mean loss of steps 1-10 (the initial spike), and whether the two
 sides' means agree: within 5 points or twice the standard error of their difference, whichever
-is larger (one comparison per PyTorch variant found). DIR/run_info.json records the command, commit, device and versions.
+is larger (one comparison per PyTorch variant found). DIR/run_info.json records the command,
+commit, device and versions.
 """
 
 import argparse

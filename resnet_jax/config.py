@@ -36,7 +36,8 @@ class Field:
   section: str
   doc: str
   default: Any = REQUIRED
-  check: str = ''  # 'positive', 'non_negative' or 'interval' (positive, a multiple of steps_per_call)
+  # 'positive', 'non_negative' or 'interval' (positive, a multiple of steps_per_call)
+  check: str = ''
   identity: bool = False  # names the run: a workdir holds one value (train.checkpoint)
   result: bool = False  # changes the run's numbers: a study folder holds one value (study.runner)
 

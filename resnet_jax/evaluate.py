@@ -13,10 +13,11 @@ more), "loss", "examples", "checkpoint_step" (null for PyTorch weights), "split"
 With --output it also writes OUT/evaluation.json, OUT/per_class.csv (examples, correct and
 accuracy per class) and OUT/confusion.png and .svg (rows: true class, columns: predicted), each
 atomically. 'best' is the kept checkpoint with the lowest error on the split the run ranked its
-checkpoints by (val, else test: metrics.jsonl's eval rows); a run still training is only read. Partial batches are padded and masked, on any number of
-devices. Bad input (a workdir without checkpoints, an unknown split, no best checkpoint, a file
-that is no state_dict or does not fit the model, an output folder that is a file or holds an
-earlier evaluation) is one line on stderr and exit status 2, before anything is written.
+checkpoints by (val, else test: metrics.jsonl's eval rows); a run still training is only read.
+Partial batches are padded and masked, on any number of devices. Bad input (a workdir without
+checkpoints, an unknown split, no best checkpoint, a file that is no state_dict or does not fit
+the model, an output folder that is a file or holds an earlier evaluation) is one line on stderr
+and exit status 2, before anything is written.
 """
 
 from __future__ import annotations

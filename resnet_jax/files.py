@@ -11,7 +11,8 @@ _UMASK = os.umask(0o022)  # read once, at import: setting it later would race ot
 os.umask(_UMASK)
 
 
-def atomic_write(path: str | os.PathLike, write: Callable[[IO], None], binary: bool = False) -> None:
+def atomic_write(path: str | os.PathLike, write: Callable[[IO], None],
+                 binary: bool = False) -> None:
   """Calls `write` on a temporary file beside `path`, then renames it over `path`: a reader sees
   the old file or the new one, never half of one; on an error the old file stays as it was. The
   file gets the permissions of a plain open() (0666 less the umask), not mkstemp's 0600."""

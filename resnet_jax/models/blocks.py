@@ -147,9 +147,10 @@ def shortcut_dropout(module: nn.Module, x: jnp.ndarray, rate: float, train: bool
   is multiplied by its expectation 1 - rate.
 
   He 2016 sec. 3.1: dropout "statistically imposes a scale of lambda with an expectation of 0.5
-  on the shortcut", true of this convention (Torch7's nn.Dropout(p, true), the v1 mode that scales at test time),
-  not of the inverted dropout of Torch7's default, PyTorch and flax (training output divided by
-  1 - rate, expectation 1). The authors released no code for Table 1.
+  on the shortcut", true of this convention (Torch7's nn.Dropout(p, true), the v1 mode that
+  scales at test time), not of the inverted dropout of Torch7's default, PyTorch and flax
+  (training output divided by 1 - rate, expectation 1). The authors released no code for
+  Table 1.
   """
   if not train:
     return (1 - rate) * x

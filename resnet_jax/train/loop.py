@@ -287,7 +287,7 @@ def _interval_from_json(saved: dict | None, mesh: Mesh) -> steps.Metrics | None:
 
 
 def _sharding_of(arrays):
-  """The shardings of a split's data arrays (replicated, or over examples with several processes)."""
+  """The shardings of a split's data arrays: replicated, or over examples across processes."""
   return jax.tree.map(lambda x: x.sharding, arrays)
 
 

@@ -47,7 +47,8 @@ def test_cli_prints_table_and_totals():
                           capture_output=True, text=True, check=True, timeout=300)
   lines = result.stdout.splitlines()
   assert lines[0].startswith('Model: resnet20 (32x32x3 input, 10 classes)')
-  rows = {line.split()[0]: line.split() for line in lines if line.startswith(('stem', 'stage', 'head'))}
+  rows = {line.split()[0]: line.split() for line in lines
+          if line.startswith(('stem', 'stage', 'head'))}
   assert list(rows) == ['stem_conv', 'stem_bn'] + [
       f'stage{s}_block{b}' for s in (1, 2, 3) for b in (1, 2, 3)] + ['head']
   assert rows['stem_conv'][2:] == ['32x32x16', '432', '442,368']

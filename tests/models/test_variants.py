@@ -239,7 +239,8 @@ def test_highway_is_exclusive_gating_with_option_a():
   gated = ResNet(stage_sizes=(1, 1, 1), widths=(16, 32, 64), num_classes=10, shortcut='A',
                  mixing=Mixing(gate='exclusive', gate_bias=-1.0))
   variables = random_variables(highway, 32)
-  np.testing.assert_array_equal(gated.apply(variables, images()), highway.apply(variables, images()))
+  np.testing.assert_array_equal(gated.apply(variables, images()),
+                                highway.apply(variables, images()))
 
 
 def test_dropout_shortcut_eval_expectation():
@@ -331,7 +332,8 @@ def test_resnet_refuses_impossible_units(kwargs, message):
     ('resnet8_bn_after_add', "the 'bn_after_add' unit"),
     ('resnet8_relu_before_add', "the 'relu_before_add' unit"),
     ('resnet8_relu_preact', "the 'relu_preact' unit"),
-    ('resnet8_exclusive_gate_b6', 'exclusive gates'), ('resnet8_shortcut_gate_b0', 'shortcut gates'),
+    ('resnet8_exclusive_gate_b6', 'exclusive gates'),
+    ('resnet8_shortcut_gate_b0', 'shortcut gates'),
     ('resnet8_scale_shortcut', 'constant scaling'), ('resnet8_scale_both', 'constant scaling'),
     ('resnet8_dropout_shortcut', 'a dropout shortcut'),
 ])

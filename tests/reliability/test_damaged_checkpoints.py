@@ -58,7 +58,7 @@ REASONS = {12: 'Encountered error while reading array', 10: 'do not match the ch
 
 
 def config():
-  """Checkpoints every 2 steps, log rows every 4: step 2, the one restored, is inside an interval."""
+  """Checkpoints every 2 steps, rows every 4: step 2, the one restored, is inside a log interval."""
   return tiny_config(checkpoint_every_steps=2, keep_checkpoints=6)
 
 

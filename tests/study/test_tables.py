@@ -44,7 +44,8 @@ def test_summary_equals_independent_statistics(fake_study):
 
 def test_csv_and_markdown_files(fake_study):
   workdir, truth = fake_study(seeds=2)
-  assert tables.write_tables(workdir, HE2015_TABLE6, SOURCE) == (workdir / 'results.md', workdir / 'results.csv')
+  written = tables.write_tables(workdir, HE2015_TABLE6, SOURCE)
+  assert written == (workdir / 'results.md', workdir / 'results.csv')
   with open(workdir / 'results.csv') as f:
     written = list(csv.DictReader(f))
   assert [row['model'] for row in written] == ['plain20', 'plain56', 'resnet20', 'resnet56']
@@ -110,7 +111,8 @@ def test_unfinished_runs_are_marked(fake_study):
   rows = [json.loads(line) for line in metrics.read_text().splitlines()]
   cut = [row for row in rows if row['step'] <= 280 and row.get('event') != 'end']
   metrics.write_text(''.join(json.dumps(row) + '\n' for row in cut))
-  markdown = tables.to_markdown(tables.summarize(load_runs(workdir), HE2015_TABLE6), 'setting', SOURCE)
+  summary = tables.summarize(load_runs(workdir), HE2015_TABLE6)
+  markdown = tables.to_markdown(summary, 'setting', SOURCE)
   assert '| resnet20 | 2 |' in markdown and '| 280 of 320 (unfinished) |' in markdown
 
 
