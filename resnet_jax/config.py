@@ -68,6 +68,12 @@ class Model:
                          'initial params and BN statistics, for fine-tuning', '')
 
 
+def eval_splits(val_split: int) -> tuple[str, ...]:
+  """('val', 'test') where val_split holds training examples out for validation, else ('test',).
+  """
+  return ('val', 'test') if val_split else ('test',)
+
+
 @dataclasses.dataclass(frozen=True, kw_only=True)
 class Data:
   """What every pipeline reads: the data set, its splits, batches and normalisation."""
@@ -87,6 +93,12 @@ class Data:
   image_size: int = field("image side: synthetic data's, the streamed crop's", 32)
   batch_size: int = field('global train batch', check='positive', result=True)
   eval_batch_size: int = field('global eval batch (padded and masked)', check='positive')
+
+  @property
+  def eval_splits(self) -> tuple[str, ...]:
+    """The splits a run evaluates; the first ranks its checkpoints and drives the plateau
+    schedule."""
+    return eval_splits(self.val_split)
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)

@@ -84,7 +84,7 @@ def check(workdir: str, which: str = 'best', split: str = 'test',
   try:
     run = config_lib.Run.of(checkpoint.run_config(workdir))
     parallel.check_divisible('eval_batch_size', run.data.eval_batch_size)
-    _check_split(run.data.val_split, split)
+    _check_split(run.data, split)
     step = checkpoint.choose_step(workdir, which, run.data.val_split)
   except ValueError as error:
     raise ConfigError(str(error)) from None
@@ -106,7 +106,7 @@ def check_torch(torch_weights: str, model: str, config: ml_collections.ConfigDic
     config_lib.validate(config)
     run = config_lib.Run.of(config)
     parallel.check_divisible('eval_batch_size', run.data.eval_batch_size)
-    _check_split(run.data.val_split, split)
+    _check_split(run.data, split)
     state_dict = torch_files.load_state_dict(torch_weights)
     variables = pytorch.from_torch(state_dict, model, pytorch.head_classes(state_dict, model))
   except ValueError as error:
@@ -114,10 +114,10 @@ def check_torch(torch_weights: str, model: str, config: ml_collections.ConfigDic
   return Request(run, split, _check_output(output), variables=variables)
 
 
-def _check_split(val_split: int, split: str) -> None:
-  splits = ('val', 'test') if val_split else ('test',)
-  if split not in splits:
-    raise ValueError(f'--split={split}: this run has {" and ".join(splits)}; use one of them')
+def _check_split(data: config_lib.Data, split: str) -> None:
+  if split not in data.eval_splits:
+    raise ValueError(f'--split={split}: this run has {" and ".join(data.eval_splits)}; use one '
+                     'of them')
 
 
 def _check_output(output: str | None) -> Path | None:

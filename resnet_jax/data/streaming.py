@@ -50,7 +50,6 @@ AUGMENTATIONS = ('paper', 'inception')
 # The accurate inverse DCT, as PIL (and so torchvision) decodes; TensorFlow's default fast one
 # darkens red and blue by about one level.
 JPEG_DCT = 'INTEGER_ACCURATE'
-EVAL_SPLITS = ('test',)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -168,7 +167,7 @@ def load_streaming(data: Data, streaming: Streaming, seed: int, half_precision: 
   eval_per_process = math.ceil(source.num_test_examples / process_count)
   return StreamingData(
       num_classes=len(source.class_names), class_names=source.class_names,
-      num_train_examples=source.num_train_examples, eval_splits=EVAL_SPLITS,
+      num_train_examples=source.num_train_examples, eval_splits=data.eval_splits,
       image_size=data.image_size, steps_per_epoch=source.train.size // batch_size,
       num_eval_batches={'test': math.ceil(eval_per_process / eval_batch_size)}, source=source,
       preprocessing=Preprocessing.of(data, streaming, half_precision), seed=seed,

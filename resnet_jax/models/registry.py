@@ -60,6 +60,8 @@ FORMS = ('valid names: CIFAR plain{6n+2}, resnet{6n+2}, resnet{6n+2}_b, resnet{6
          f'(ImageNet first: resnet50 is ImageNet); e.g. {", ".join(MODEL_NAMES[:12])}')
 # prefix, depth, suffix; which suffixes exist is the families' word (cifar.settings, imagenet).
 _NAME = re.compile(r'(plain|resnet|highway)([1-9][0-9]*)((?:_[a-z0-9]+)*)')
+
+
 class ModelSpec(NamedTuple):
   family: str  # 'cifar' | 'imagenet'
   variant: str  # a CIFAR variant (cifar.settings) or a key of imagenet.VARIANTS

@@ -109,7 +109,7 @@ def run_config(workdir: str):
 
 def best_metric(val_split: int) -> str:
   """The metric a run ranks its checkpoints by: validation error, else test error."""
-  return 'val_error' if val_split else 'test_error'
+  return f'{config_lib.eval_splits(val_split)[0]}_error'
 
 
 def choose_step(workdir: str, which: str, val_split: int) -> int:

@@ -28,7 +28,7 @@ class Data(Protocol):
   num_classes: int
   class_names: tuple[str, ...]  # label order
   image_shape: tuple[int, int, int]  # (H, W, C)
-  eval_splits: tuple[str, ...]  # ('val', 'test') or ('test',)
+  eval_splits: tuple[str, ...]  # config.Data.eval_splits
   prepare: steps.Prepare  # used inside the jitted steps (static)
 
   def arrays(self, split: str) -> Any:
@@ -82,7 +82,7 @@ class InMemoryData:
     self._arrays = {name: {**place(s), **stats} for name, s in self._splits.items()}
     self.num_classes, self.class_names = dataset.num_classes, tuple(dataset.class_names)
     self.image_shape = tuple(dataset.train.images.shape[1:])
-    self.eval_splits = ('val', 'test') if dataset.val is not None else ('test',)
+    self.eval_splits = data.eval_splits
     self.prepare = functools.partial(prepare_in_memory, augment_images=data.augment)
     self._seed, self._batch_size = seed, data.batch_size
     self._eval_batch_size, self._steps_per_call = data.eval_batch_size, steps_per_call
