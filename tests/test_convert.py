@@ -14,7 +14,7 @@ import pytest
 torch = pytest.importorskip('torch')
 
 from benchmarks import torch_peer  # noqa: E402
-from resnet_jax import parallel  # noqa: E402
+from resnet_jax import models, parallel  # noqa: E402
 from resnet_jax.config import Run  # noqa: E402
 from resnet_jax.errors import BAD_INPUT_STATUS, ConfigError  # noqa: E402
 from resnet_jax.interop import convert, pytorch, torch_files  # noqa: E402
@@ -24,10 +24,10 @@ from tests.tiny import tiny_config  # noqa: E402
 MODEL = 'resnet8'
 
 
-def random_peer(seed: int = 0, num_classes: int = 10) -> torch.nn.Module:
-  """The PyTorch resnet8 with random weights and BN statistics (so BN is no identity)."""
+def random_peer(seed: int = 0, num_classes: int = 10, name: str = MODEL) -> torch.nn.Module:
+  """The PyTorch network `name` with random weights and BN statistics (so BN is no identity)."""
   torch.manual_seed(seed)
-  model = torch_peer.build_model(MODEL, num_classes)
+  model = torch_peer.build_model(name, num_classes)
   for module in model.modules():
     if isinstance(module, torch.nn.BatchNorm2d):
       module.weight.data.uniform_(0.5, 1.5)
@@ -124,18 +124,21 @@ def test_an_import_cut_midway_leaves_the_workdir_as_it_was(tmp_path, monkeypatch
                                 model.linear.weight.detach().numpy().T)
 
 
+@pytest.mark.parametrize('name, layout', [(MODEL, 'unrolled'), ('resnet14', 'stacked')])
 @pytest.mark.parametrize('source', ['file', 'workdir'])
-def test_init_from_sets_params_and_batch_stats_only(tmp_path, source):
-  model = random_peer(seed=1)
+def test_init_from_sets_params_and_batch_stats_only(tmp_path, source, name, layout):
+  """In the run's own layout, whichever layout the source has (a file and an import: unrolled)."""
+  model = random_peer(seed=1, name=name)
   weights = released_file(tmp_path / 'w.th', model)
   if source == 'workdir':
-    convert.import_torch(str(weights), MODEL, str(tmp_path / 'imported'))
+    convert.import_torch(str(weights), name, str(tmp_path / 'imported'))
   init_from = str(weights if source == 'file' else tmp_path / 'imported')
-  config = tiny_config(init_from=init_from)
+  config = tiny_config(model=name, scan_blocks=layout, init_from=init_from)
   mesh = parallel.make_mesh()
   setup = loop.build(Run.of(config), mesh)
-  state = loop.initialize_from(init_from, MODEL, setup.state, setup.data.num_classes, mesh)
-  expected = pytorch.from_torch(model.state_dict(), MODEL)
+  assert models.layout_of(setup.state.params) == layout
+  state = loop.initialize_from(init_from, name, setup.state, setup.data.num_classes, mesh)
+  expected = models.convert_layout(pytorch.from_torch(model.state_dict(), name), layout)
   network = {'params': state.params, 'batch_stats': state.batch_stats}
   assert jax.tree.structure(network) == jax.tree.structure(expected)
   jax.tree.map(lambda ours, theirs: np.testing.assert_array_equal(np.asarray(ours), theirs),

@@ -80,14 +80,15 @@ def _check_init_from(source: str) -> None:
 def initialize_from(source: str, model: str, state: state_lib.TrainState, num_classes: int,
                     mesh: Mesh) -> state_lib.TrainState:
   """`state` with params and batch_stats from `source` (init_from: a PyTorch file, or a run's
-  best, else latest, checkpoint); optimizer state and step stay fresh. A ConfigError names the
-  first missing or mis-shaped tensor when the source does not fit `model`."""
+  best, else latest, checkpoint, in either layout); optimizer state and step stay fresh. A
+  ConfigError names the first missing or mis-shaped tensor when the source does not fit `model`."""
   try:
     if torch_files.is_torch_file(source):
       variables = pytorch.from_torch(torch_files.load_state_dict(source), model, num_classes)
     else:
       step = checkpoint.best_else_latest(source, checkpoint.run_config(source).val_split)
       variables = checkpoint.restore_variables(source, step, mesh)
+    variables = models.convert_layout(dict(variables), models.layout_of(state.params))
     ours = {'params': state.params, 'batch_stats': state.batch_stats}
     expected = {k: tuple(v.shape) for k, v in flatten_dict(ours, sep='/').items()}
     pytorch.check_tensors(flatten_dict(variables, sep='/'), expected, set(), source,
