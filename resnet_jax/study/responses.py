@@ -14,6 +14,7 @@ figure (top: layers in network order; bottom: sorted in descending order) is dra
 file only, so a study folder without checkpoints (a committed result) still redraws it.
 """
 
+import dataclasses
 import json
 import sys
 from collections.abc import Callable
@@ -28,9 +29,11 @@ from matplotlib.figure import Figure
 from resnet_jax import config as config_lib
 from resnet_jax import parallel
 from resnet_jax.files import atomic_write_text
+from resnet_jax.models import layout
 from resnet_jax.study import figures
 from resnet_jax.study.runs import FAMILIES, describe, load_runs, models_of, parse_model
 from resnet_jax.train import checkpoint, loop
+from resnet_jax.train.state import network
 
 RESPONSE_IMAGES = 500
 RESPONSES_FILE = 'layer_responses.json'
@@ -80,9 +83,12 @@ def run_responses(run_dir: Path) -> dict:
   batch = next(iter(setup.data.eval_batches('test')))
   images, _ = setup.data.prepare(arrays, batch, None, False)
   count = min(RESPONSE_IMAGES, int(np.sum(jax.device_get(batch['mask']))))
-  variables = {'params': state.params, 'batch_stats': state.batch_stats}
+  # Fig. 7 walks the layers by name, so a run trained with its blocks stacked is read unrolled.
+  unrolled = network(dataclasses.replace(run.model, scan_blocks='unrolled'), setup.data.num_classes)
+  variables = layout.convert_layout(
+      {'params': state.params, 'batch_stats': state.batch_stats}, 'unrolled')
   return {'model': run.model.model, 'step': int(step), 'images': count,
-          'std': layer_stds(state.apply_fn, variables, images[:count])}
+          'std': layer_stds(unrolled.apply, variables, images[:count])}
 
 
 def _has_checkpoint(run_dir: Path) -> bool:

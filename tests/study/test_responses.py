@@ -10,6 +10,8 @@ import pytest
 from resnet_jax.models import get_model
 from resnet_jax.study import responses
 from resnet_jax.study.figures import FIGURES_DIR
+from resnet_jax.train import loop
+from tests.tiny import tiny_config
 
 IMAGES = jax.random.normal(jax.random.PRNGKey(1), (16, 8, 8, 3))
 
@@ -81,3 +83,21 @@ def test_a_study_without_checkpoints_redraws_from_the_json(fake_study, capsys):
   assert [path.name for path in written] == [responses.RESPONSES_FILE, 'layer_responses.png',
                                              'layer_responses.svg']
   assert json.loads(written[0].read_text()) == saved
+
+
+def test_a_run_with_stacked_blocks_responds_as_the_same_run_unrolled(tmp_path):
+  """Fig. 7 walks the layers by name: a run trained with scan_blocks='stacked' is read unrolled.
+  Two runs from the same initial weights (init_from), one per layout, train alike (test_scan) and
+  so give the same numbers, one per 3x3 layer."""
+  recipe = {'model': 'resnet14', 'num_train_steps': 4}
+  loop.train_and_evaluate(tiny_config(**recipe), str(tmp_path / 'source'))
+  found = {}
+  for scan_blocks in ('unrolled', 'stacked'):
+    loop.train_and_evaluate(tiny_config(**recipe, scan_blocks=scan_blocks,
+                                        init_from=str(tmp_path / 'source')),
+                            str(tmp_path / scan_blocks))
+    found[scan_blocks] = responses.run_responses(tmp_path / scan_blocks)
+  stds = found['unrolled']['std']
+  assert len(stds) == 1 + 2 * 6  # the stem and two 3x3 layers in each of resnet14's 6 blocks
+  assert found['stacked']['std'] == pytest.approx(stds, rel=1e-4)
+  assert len(set(stds)) == len(stds)  # control: every layer has its own number
