@@ -10,7 +10,9 @@
 
 `convert_layout` maps any tree keyed like the variables (variables, params, batch_stats,
 gradients, a PyTorch import) from one layout to the other; on arrays it only stacks and
-indexes, so a round trip is exact.
+indexes, so a round trip is exact. The same variables give the same logits and gradients in both
+layouts (tests/models/test_scan.py), but the layouts draw random numbers differently: with one
+seed, blocks 2..n start from other weights and dropout_shortcut draws other masks.
 """
 
 import re
