@@ -11,6 +11,7 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -102,14 +103,14 @@ def _free_port() -> int:
     return sock.getsockname()[1]
 
 
-def _slurm_conf(root: Path, munge_socket: Path) -> str:
+def _slurm_conf(root: Path, sockets: Path) -> str:
   return '\n'.join([
       'ClusterName=resnetjaxtest', 'SlurmctldHost=localhost',
       f'SlurmctldPort={_free_port()}', f'SlurmdPort={_free_port()}',
       'SlurmUser=root', 'SlurmdUser=root', 'AuthType=auth/munge', 'CredType=cred/munge',
-      f'AuthInfo=socket={munge_socket},cred_expire={CRED_EXPIRE_SECONDS}',
+      f'AuthInfo=socket={sockets}/munge.socket,cred_expire={CRED_EXPIRE_SECONDS}',
       f'StateSaveLocation={root}/state',
-      f'SlurmdSpoolDir={root}/spool', f'SlurmctldPidFile={root}/slurmctld.pid',
+      f'SlurmdSpoolDir={sockets}/spool', f'SlurmctldPidFile={root}/slurmctld.pid',
       f'SlurmdPidFile={root}/slurmd.pid', f'SlurmctldLogFile={root}/slurmctld.log',
       f'SlurmdLogFile={root}/slurmd.log', 'ProctrackType=proctrack/linuxproc',
       'TaskPlugin=task/none', 'JobAcctGatherType=jobacct_gather/none',
@@ -162,24 +163,31 @@ def _stop_daemons(root: Path, env: dict[str, str]) -> None:
 
 @pytest.fixture
 def cluster(tmp_path):
-  """A one-node SLURM cluster on localhost, all its files in tmp_path/cluster; yields the
-  environment its client commands (sbatch, squeue, scancel) need."""
+  """A one-node SLURM cluster on localhost, its logs and state in tmp_path/cluster; yields the
+  environment its client commands (sbatch, squeue, scancel) need. The daemons' Unix sockets go in
+  a short folder under /tmp: slurmd's step sockets (spool/localhost_<job>.<step>) fail under a
+  deep pytest tmp_path, whose path outgrows a socket's 108 characters."""
   missing = [daemon for daemon in DAEMONS if not shutil.which(daemon, path=f"{os.environ['PATH']}"
                                                              ':/usr/sbin:/sbin')]
   if missing or os.geteuid() != 0:
     pytest.skip(f"needs {', '.join(missing)} (apt-get install slurm-wlm munge)" if missing else
                 'needs root to start slurmd')
   root = tmp_path / 'cluster'
-  for folder in ('state', 'spool'):
-    (root / folder).mkdir(parents=True)
-  key, munge_socket = root / 'munge.key', root / 'munge.socket'
+  (root / 'state').mkdir(parents=True)
+  with tempfile.TemporaryDirectory(prefix='slurm-', dir='/tmp') as sockets:
+    yield from _start_cluster(root, Path(sockets))
+
+
+def _start_cluster(root: Path, sockets: Path):
+  (sockets / 'spool').mkdir()
+  key = root / 'munge.key'
   key.write_bytes(os.urandom(1024))
   key.chmod(0o400)
-  (root / 'slurm.conf').write_text(_slurm_conf(root, munge_socket))
+  (root / 'slurm.conf').write_text(_slurm_conf(root, sockets))
   env = dict(os.environ, SLURM_CONF=str(root / 'slurm.conf'),
              PATH=f"{os.environ['PATH']}:/usr/sbin:/sbin")
   try:
-    subprocess.run(['munged', f'--key-file={key}', f'--socket={munge_socket}', '--force',
+    subprocess.run(['munged', f'--key-file={key}', f'--socket={sockets}/munge.socket', '--force',
                     f'--pid-file={root}/munged.pid', f'--log-file={root}/munged.log',
                     f'--seed-file={root}/munge.seed'], env=env, check=True)
     subprocess.run(['slurmctld', '-i'], env=env, check=True)
