@@ -11,12 +11,18 @@ from absl import flags, logging
 
 from resnet_jax.errors import BAD_INPUT_STATUS, ConfigError, exit_with
 
+HELP_FLAGS = ('-h', '--help', '--helpshort', '--helpfull')
+
 
 def run(main: Callable[[], None], flag_values: flags.FlagValues,
         argv: list[str] | None = None) -> None:
   """Parses argv (sys.argv) into flag_values and calls main(); a bad flag or a ConfigError is
-  one line on stderr and exit status BAD_INPUT_STATUS."""
+  one line on stderr and exit status BAD_INPUT_STATUS. --help (or -h) prints the command's
+  module docstring and its flags, and exits 0 without running it."""
   argv = sys.argv if argv is None else argv
+  if any(arg in HELP_FLAGS for arg in argv[1:]):
+    print(usage(main, flag_values))
+    sys.exit(0)
   flag_values.unparse_flags()  # a second call (a test) starts from the defaults
   try:
     rest = flag_values(argv)
@@ -30,3 +36,9 @@ def run(main: Callable[[], None], flag_values: flags.FlagValues,
     main()
   except ConfigError as error:
     exit_with(f'error: {error}', BAD_INPUT_STATUS)
+
+
+def usage(main: Callable[[], None], flag_values: flags.FlagValues) -> str:
+  """The docstring of main's module, then every flag of flag_values with its help and default."""
+  doc = (sys.modules[main.__module__].__doc__ or '').strip()
+  return f"{doc}\n\nflags:\n{flag_values.get_help().strip(chr(10))}"

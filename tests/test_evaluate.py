@@ -19,6 +19,7 @@ from resnet_jax import config as config_lib
 from resnet_jax.data import sources
 from resnet_jax.config import IMAGENET_MEAN, IMAGENET_STD
 from resnet_jax.errors import BAD_INPUT_STATUS, ConfigError
+from resnet_jax.interop import convert
 from resnet_jax.train import loop, metrics
 from tests.tiny import tiny_config
 
@@ -161,10 +162,25 @@ def test_workdir_refuses_the_flags_of_torch_weights(tmp_path, capsys, extra, nam
   assert len(err.strip().splitlines()) == 1 and f'{named} for --torch_weights' in err
 
 
+@pytest.mark.parametrize('command', ['evaluate', 'convert'])
+@pytest.mark.parametrize('help_flag', cli.HELP_FLAGS)
+def test_help_prints_the_commands_usage_and_flags_and_runs_nothing(tmp_path, capsys, command,
+                                                                    help_flag):
+  module = {'evaluate': evaluate, 'convert': convert}[command]
+  argv = [command, f'--workdir={tmp_path / "run"}', help_flag]
+  with pytest.raises(SystemExit) as stop:
+    cli.run(module.main, module.FLAGS, argv)
+  out, err = capsys.readouterr()
+  assert stop.value.code == 0 and err == ''
+  assert out.startswith(module.__doc__.splitlines()[0])
+  names = [flag.name for flag in module.FLAGS.get_flags_for_module(module.__name__)]
+  assert 'workdir' in names and all(f'--{name}:' in out for name in names)
+  assert list(tmp_path.iterdir()) == []
+
+
 def test_evaluate_and_convert_import_beside_modules_with_global_flags():
   import benchmarks.throughput  # noqa: F401  defines a global --output, as evaluate once did
   import resnet_jax.main  # noqa: F401  defines a global --config and --workdir
-  from resnet_jax.interop import convert
   assert convert.FLAGS is not evaluate.FLAGS
   assert 'output' in evaluate.FLAGS and 'config' in evaluate.FLAGS
 
