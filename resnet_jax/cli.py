@@ -21,7 +21,7 @@ def run(main: Callable[[], None], flag_values: flags.FlagValues,
   module docstring and its flags, and exits 0 without running it."""
   argv = sys.argv if argv is None else argv
   if any(arg in HELP_FLAGS for arg in argv[1:]):
-    print(usage(main, flag_values))
+    print(_usage(main, flag_values))
     sys.exit(0)
   flag_values.unparse_flags()  # a second call (a test) starts from the defaults
   try:
@@ -38,7 +38,7 @@ def run(main: Callable[[], None], flag_values: flags.FlagValues,
     exit_with(f'error: {error}', BAD_INPUT_STATUS)
 
 
-def usage(main: Callable[[], None], flag_values: flags.FlagValues) -> str:
+def _usage(main: Callable[[], None], flag_values: flags.FlagValues) -> str:
   """The docstring of main's module, then every flag of flag_values with its help and default."""
   doc = (sys.modules[main.__module__].__doc__ or '').strip()
-  return f"{doc}\n\nflags:\n{flag_values.get_help().strip(chr(10))}"
+  return f'{doc}\n\nflags:\n{flag_values.get_help().strip()}'

@@ -179,6 +179,7 @@ def cluster(tmp_path):
 
 
 def _start_cluster(root: Path, sockets: Path):
+  """Starts munged, slurmctld and slurmd; yields their clients' environment, then stops them."""
   (sockets / 'spool').mkdir()
   key = root / 'munge.key'
   key.write_bytes(os.urandom(1024))
@@ -243,7 +244,7 @@ def test_tiny_study_on_slurm_with_a_task_cut_by_sigterm_requeued_and_resumed(tmp
   _wait(lambda: json.loads(state_file(resnet).read_text()).get('exit') == 143,
         REQUEUE_WAIT_SECONDS, 'the run to stop', tmp_path)
   _wait(lambda: task in _squeue(env, '--states=PENDING', '--format=%i'), REQUEUE_WAIT_SECONDS,
-        'the requeue')
+        'the requeue', tmp_path)
   table = status_table(cut, jobs)
   print(table)
   assert re.search(rf'^resnet8/seed0 +pending +{task} +stopped \(exit 143\) at step \d+, '
